@@ -1,0 +1,87 @@
+"""One confusion-matrix implementation that scores Keras, TFLite and ONNX predictions alike.
+
+Definitions (Everingham et al., PASCAL VOC; Cordts et al., Cityscapes): for class ``c`` with true positives TP,
+false positives FP and false negatives FN accumulated over the whole dataset, IoU = TP / (TP + FP + FN). mIoU is the
+mean over classes that appear in the ground truth or the predictions (classes with an empty union are left out).
+Pixels whose label is the ignore label, or outside ``[0, num_classes)``, are not counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ConfusionMatrix", "scores_from_confusion"]
+
+
+def scores_from_confusion(cm: np.ndarray) -> dict:
+    """Scores from a ``(C, C)`` confusion matrix whose rows are ground truth and columns predictions.
+
+    Returns:
+        dict with ``miou``, ``iou`` (per class, NaN where the union is empty), ``pixel_accuracy``,
+        ``mean_accuracy``, ``dice`` (per class F1) and ``mean_dice``.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    gt = cm.sum(axis=1)
+    pred = cm.sum(axis=0)
+    union = gt + pred - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt > 0, tp / gt, np.nan)
+        dice = np.where(gt + pred > 0, 2 * tp / (gt + pred), np.nan)
+    total = cm.sum()
+    nanmean = lambda a: float(np.nanmean(a)) if np.any(~np.isnan(a)) else float("nan")  # noqa: E731
+    return {
+        "miou": nanmean(iou),
+        "iou": iou,
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "mean_accuracy": nanmean(acc),
+        "dice": dice,
+        "mean_dice": nanmean(dice),
+    }
+
+
+class ConfusionMatrix:
+    """Streaming confusion matrix over label maps.
+
+    Args:
+        num_classes: number of classes.
+        ignore_label: label value that is not scored.
+    """
+
+    def __init__(self, num_classes: int, ignore_label: int | None = 255):
+        if int(num_classes) < 1:
+            raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.ignore_label = ignore_label
+        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, labels, predictions) -> "ConfusionMatrix":
+        """Adds a batch. ``labels`` and ``predictions`` are integer maps of the same shape."""
+        labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
+        predictions = np.asarray(predictions).astype(np.int64, copy=False).ravel()
+        if labels.shape != predictions.shape:
+            raise ValueError(f"Expected labels and predictions of the same size. Received: {labels.size} labels "
+                             f"and {predictions.size} predictions")
+        valid = (labels >= 0) & (labels < self.num_classes)
+        if self.ignore_label is not None:
+            valid &= labels != self.ignore_label
+        # Predictions outside the class range cannot come from an argmax; clip defensively.
+        p = np.clip(predictions[valid], 0, self.num_classes - 1)
+        idx = labels[valid] * self.num_classes + p
+        self.matrix += np.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, -1)
+        return self
+
+    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        self.matrix += other.matrix
+        return self
+
+    def reset(self) -> None:
+        self.matrix[:] = 0
+
+    def scores(self) -> dict:
+        return scores_from_confusion(self.matrix)
+
+    @property
+    def miou(self) -> float:
+        return self.scores()["miou"]

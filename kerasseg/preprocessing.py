@@ -1,0 +1,114 @@
+"""Input preprocessing and the metadata that travels with every model.
+
+A model is only usable on the car if the device applies exactly the normalisation it was trained with. kerasseg
+therefore records the preprocessing (mean, std, input size) and the label semantics (class names, palette, ignore
+label) once, stores them inside the ``.keras`` file and in a JSON sidecar next to every exported file, and the data
+pipeline, the exporters and the device runtime all read them from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["NORMALIZATIONS", "ModelMetadata", "normalization_constants", "normalize_np"]
+
+# Per-channel mean and std in pixel units (0..255), RGB order.
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    # torchvision / keras.applications ResNet-style ImageNet statistics.
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    # MobileNet-style scaling to [-1, 1].
+    "symmetric": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    # Plain [0, 1] scaling.
+    "unit": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),
+}
+
+IGNORE_LABEL = 255
+
+
+def normalization_constants(name: str):
+    """``(mean, std)`` arrays (float32, pixel units) of a named normalisation."""
+    if name not in NORMALIZATIONS:
+        raise ValueError(
+            f"Unknown normalization. Expected one of {sorted(NORMALIZATIONS)}. Received: normalization={name!r}")
+    mean, std = NORMALIZATIONS[name]
+    return np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+
+def normalize_np(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalises a uint8 / float RGB image (..., 3) in pixel units to float32."""
+    return (np.asarray(image, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+@dataclasses.dataclass
+class ModelMetadata:
+    """What a deployed model needs besides its weights.
+
+    Attributes:
+        model_name: registry name of the architecture.
+        num_classes: number of output classes.
+        input_shape: ``[height, width, channels]`` the model was built for.
+        normalization: name of the normalisation (informative; ``mean``/``std`` are authoritative).
+        mean: per-channel mean in pixel units, RGB.
+        std: per-channel std in pixel units, RGB.
+        class_names: one name per class, or ``None``.
+        palette: one ``[r, g, b]`` per class, or ``None``.
+        ignore_label: label value excluded from losses and metrics.
+        extra: free-form information (training run, export mode, quantisation parameters...).
+    """
+
+    model_name: str
+    num_classes: int
+    input_shape: list
+    normalization: str = "imagenet"
+    mean: list = dataclasses.field(default_factory=lambda: list(NORMALIZATIONS["imagenet"][0]))
+    std: list = dataclasses.field(default_factory=lambda: list(NORMALIZATIONS["imagenet"][1]))
+    class_names: list | None = None
+    palette: list | None = None
+    ignore_label: int = IGNORE_LABEL
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, model, model_name: str, normalization: str = "imagenet") -> "ModelMetadata":
+        normalization_constants(normalization)  # validates the name
+        mean, std = NORMALIZATIONS[normalization]
+        shape = [int(d) if d is not None else None for d in model.inputs[0].shape[1:]]
+        num_classes = int(model.outputs[0].shape[-1])
+        return cls(model_name=model_name, num_classes=num_classes, input_shape=shape, normalization=normalization,
+                   mean=list(mean), std=list(std))
+
+    def with_dataset(self, class_names=None, palette=None, ignore_label=None) -> "ModelMetadata":
+        """A copy carrying the label semantics of a dataset."""
+        out = dataclasses.replace(self, extra=dict(self.extra))
+        if class_names is not None:
+            if len(class_names) != self.num_classes:
+                raise ValueError(
+                    f"Expected {self.num_classes} class names (the model's num_classes). "
+                    f"Received: {len(class_names)} names {list(class_names)}")
+            out.class_names = [str(n) for n in class_names]
+        if palette is not None:
+            out.palette = [[int(c) for c in rgb] for rgb in palette]
+        if ignore_label is not None:
+            out.ignore_label = int(ignore_label)
+        return out
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelMetadata":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"Unknown metadata keys. Expected a subset of {sorted(fields)}. Received: {unknown}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMetadata":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,93 @@
+"""Saving and loading ``.keras`` files that carry kerasseg's metadata, written atomically.
+
+The metadata (preprocessing, classes, palette, ignore label; see `kerasseg.preprocessing.ModelMetadata`) is stored
+as an extra ``kerasseg.json`` entry inside the ``.keras`` zip archive, which Keras itself ignores, so the file stays a
+plain Keras model for anyone who does not use kerasseg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+
+from kerasseg.preprocessing import ModelMetadata
+
+__all__ = ["save_model", "load_model", "read_metadata", "atomic_path"]
+
+METADATA_ENTRY = "kerasseg.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yields a temporary path in the destination folder and renames it onto ``path`` only on success.
+
+    A crash or an exception leaves either the previous file or nothing, never a half-written file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    suffix = suffix or os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model(model, path, metadata: ModelMetadata | None = None) -> str:
+    """Saves ``model`` to a ``.keras`` file atomically, with its kerasseg metadata.
+
+    Args:
+        model: a Keras 3 model.
+        path: destination, must end in ``.keras``.
+        metadata: defaults to ``model.kerasseg_metadata`` (set by `kerasseg.build_model`).
+
+    Returns:
+        The path written.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"Expected a path ending in '.keras'. Received: path={path!r}")
+    metadata = metadata if metadata is not None else getattr(model, "kerasseg_metadata", None)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        if metadata is not None:
+            with zipfile.ZipFile(tmp, "a") as zf:
+                zf.writestr(METADATA_ENTRY, metadata.to_json())
+    return path
+
+
+def read_metadata(path) -> ModelMetadata | None:
+    """The metadata stored in a ``.keras`` file, or ``None`` for a file saved without kerasseg."""
+    path = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if METADATA_ENTRY not in zf.namelist():
+                return None
+            return ModelMetadata.from_json(zf.read(METADATA_ENTRY).decode("utf-8"))
+    except zipfile.BadZipFile:
+        raise ValueError(f"Expected a .keras model file (a zip archive). Received: path={path!r}, "
+                         f"which is not a zip archive") from None
+
+
+def load_model(path, *, compile: bool = False, safe_mode: bool = True):
+    """Loads a ``.keras`` model (``safe_mode=True`` by default) and attaches its kerasseg metadata."""
+    import keras
+
+    import kerasseg.layers  # noqa: F401  (registers the custom layers for deserialisation)
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected an existing .keras model file. Received: path={path!r}")
+    metadata = read_metadata(path)
+    model = keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
+    if metadata is not None:
+        model.kerasseg_metadata = metadata
+    return model
