@@ -113,3 +113,25 @@ def upsample_bilinear(x, size: Sequence[int], *, name: str, keras_module=None):
     if in_h and in_w and h % in_h == 0 and w % in_w == 0 and h // in_h == w // in_w:
         return layers.UpSampling2D(size=(h // in_h, w // in_w), interpolation="bilinear", name=name)(x)
     return layers.Resizing(h, w, interpolation="bilinear", name=name)(x)
+
+
+__all__ += ["upsample_transposed_bilinear"]
+
+
+def upsample_transposed_bilinear(x, factor: int, *, name: str, trainable: bool = False, keras_module=None):
+    """Per-channel ×``factor`` upsampling by a transposed convolution initialised to bilinear interpolation.
+
+    FCN's upsampling: a ``2·factor`` × ``2·factor`` kernel with stride ``factor`` and "same" padding, no bias, so
+    the output is exactly ``factor`` times the input size for any input size (no Caffe-style crop offsets) and
+    interior pixels equal half-pixel-centred bilinear resizing. With ``trainable=False`` the kernel stays the fixed
+    interpolation and is not counted among the trainable weights; the kernel initializer is a registered class, so
+    a model rebuilt from its config gets the same kernel. The layer is named ``name``.
+    """
+    from kerasseg.layers.bilinear import bilinear_initializer_class  # here: kerasseg.layers may import blocks
+
+    keras = resolve_keras(keras_module)
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+        raise ValueError(f"Expected an integer upsampling factor >= 2. Received: factor={factor!r}")
+    return keras.layers.Conv2DTranspose(
+        int(x.shape[-1]), 2 * factor, strides=factor, padding="same", use_bias=False,
+        kernel_initializer=bilinear_initializer_class(keras)(), trainable=trainable, name=name)(x)

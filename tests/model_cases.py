@@ -14,7 +14,57 @@ CASES = {
         "params": [({"num_classes": 19, "input_shape": (512, 1024, 3)}, 2_064_191)],
     },
     # --- VGG family: fcn32s, fcn16s, fcn8s, segnet, unet, unet_padded ---
+    # FCN's small builds narrow fc6 / fc7 (fc_filters) to keep the 134M-parameter classifier out of the matrix; the
+    # reference counts use the paper's 4096.
+    "fcn32s": {
+        "kwargs": {"num_classes": 3, "input_shape": (64, 64, 3), "fc_filters": 64},
+        "params": [({"num_classes": 21, "input_shape": (64, 64, 3)}, 134_346_581)],
+    },
+    "fcn16s": {
+        "kwargs": {"num_classes": 3, "input_shape": (64, 64, 3), "fc_filters": 64},
+        "params": [({"num_classes": 21, "input_shape": (64, 64, 3)}, 134_357_354)],
+    },
+    "fcn8s": {
+        "kwargs": {"num_classes": 3, "input_shape": (64, 96, 3), "fc_filters": 64},
+        "params": [({"num_classes": 21, "input_shape": (64, 64, 3)}, 134_362_751)],
+    },
+    "segnet": {
+        "kwargs": {"num_classes": 5, "input_shape": (64, 96, 3)},
+        "params": [({"num_classes": 11, "input_shape": (352, 480, 3)}, 29_449_355),
+                   ({"num_classes": 21, "input_shape": (352, 480, 3)}, 29_455_125)],
+    },
+    "unet": {
+        "kwargs": {"num_classes": 3, "input_shape": (188, 204, 3), "base_filters": 8},
+        "out_hw": (4, 20),
+        "params": [({"num_classes": 2, "input_shape": (572, 572, 3)}, 31_031_810)],
+    },
+    "unet_padded": {
+        "kwargs": {"num_classes": 3, "input_shape": (64, 80, 3), "base_filters": 8},
+        "params": [({"num_classes": 2, "input_shape": (512, 512, 3)}, 31_037_698)],
+    },
 
     # --- ResNet / MobileNetV2 family: pspnet, deeplabv3, deeplabv3plus ---
+    # Counts do not depend on the input size, so the reference builds use small inputs. PSPNet inputs must be
+    # multiples of 48 (stride-8 features split into 1, 2, 3 and 6 bins).
+    "pspnet": {
+        "kwargs": {"num_classes": 3, "input_shape": (48, 96, 3)},
+        "params": [({"num_classes": 19, "input_shape": (48, 48, 3)}, 46_715_347),
+                   ({"num_classes": 19, "input_shape": (48, 48, 3), "aux": True}, 49_080_038),
+                   ({"num_classes": 19, "input_shape": (48, 48, 3), "backbone": "resnet101"}, 65_707_475),
+                   ({"num_classes": 19, "input_shape": (48, 48, 3), "backbone": "resnet101", "aux": True},
+                    68_072_166)],
+    },
+    "deeplabv3": {
+        "kwargs": {"num_classes": 3, "input_shape": (64, 96, 3), "backbone": "resnet50"},
+        "params": [({"num_classes": 21, "input_shape": (64, 64, 3), "backbone": "resnet50"}, 39_048_533),
+                   ({"num_classes": 21, "input_shape": (64, 64, 3), "backbone": "resnet50", "output_stride": 8},
+                    39_048_533),
+                   ({"num_classes": 21, "input_shape": (64, 64, 3), "backbone": "resnet101"}, 58_040_661)],
+    },
+    # No published count for the MobileNetV2 variant: this one is derived by arithmetic in test_resnet_family.py.
+    "deeplabv3plus": {
+        "kwargs": {"num_classes": 3, "input_shape": (64, 96, 3)},
+        "params": [({"num_classes": 19, "input_shape": (64, 64, 3)}, 2_719_299)],
+    },
 
 }

@@ -1,0 +1,42 @@
+"""Feature extractors shared by the segmentation heads.
+
+A backbone is a function ``backbone(inputs, ...) -> {"stride2": ..., ..., "stride32": ...}`` building its layers
+into the caller's graph under the layer names of its ``keras.applications`` counterpart, so ImageNet weights load by
+name with `load_backbone_weights`. Endpoint names are nominal strides (see `kerasseg.backbones.common`).
+"""
+
+from kerasseg.backbones.common import ENDPOINTS, OUTPUT_STRIDES, check_output_stride, stride_schedule
+from kerasseg.backbones.mobilenet_v2 import inverted_residual_block, mobilenet_v2
+from kerasseg.backbones.resnet import bottleneck_block, resnet
+from kerasseg.backbones.weights import (WEIGHT_SOURCES, WeightLoadReport, check_backbone_weights,
+                                        load_backbone_weights)
+
+__all__ = [
+    "ENDPOINTS", "OUTPUT_STRIDES", "check_output_stride", "stride_schedule",
+    "resnet", "bottleneck_block", "mobilenet_v2", "inverted_residual_block",
+    "load_backbone_weights", "check_backbone_weights", "WeightLoadReport", "WEIGHT_SOURCES",
+    "build_backbone", "IMAGENET_BACKBONES",
+]
+
+# Backbones with keras.applications ImageNet weights, by the name the model builders accept.
+IMAGENET_BACKBONES = ("resnet50", "resnet101", "mobilenetv2")
+
+
+def build_backbone(name: str, inputs, *, output_stride: int = 32, multi_grid=None, stem: str = "standard",
+                   keras_module=None) -> dict:
+    """Builds backbone ``name`` (one of `IMAGENET_BACKBONES`) on ``inputs`` and returns its endpoints.
+
+    ``multi_grid`` and ``stem`` apply to the ResNets only; passing a non-default value for MobileNetV2 is an error
+    rather than silently ignored.
+    """
+    if name in ("resnet50", "resnet101"):
+        return resnet(inputs, int(name[len("resnet"):]), output_stride=output_stride, multi_grid=multi_grid,
+                      stem=stem, keras_module=keras_module)
+    if name == "mobilenetv2":
+        if multi_grid is not None:
+            raise ValueError(f"Expected multi_grid=None for backbone 'mobilenetv2' (multi-grid rates apply to "
+                             f"ResNet's conv5 blocks). Received: multi_grid={multi_grid!r}")
+        if stem != "standard":
+            raise ValueError(f"Expected stem='standard' for backbone 'mobilenetv2'. Received: stem={stem!r}")
+        return mobilenet_v2(inputs, output_stride=output_stride, keras_module=keras_module)
+    raise ValueError(f"Expected backbone to be one of {IMAGENET_BACKBONES}. Received: backbone={name!r}")
