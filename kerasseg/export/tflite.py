@@ -1,0 +1,596 @@
+"""TFLite export: float32, float16, dynamic-range and full-integer int8 models for edge GPUs and NPUs.
+
+Every conversion starts from a static batch-1 ``tf.function`` around the Keras model. With a dynamic batch the
+converter rewrites dilated convolutions as SPACE_TO_BATCH_ND / CONV_2D / BATCH_TO_SPACE_ND and gives transposed
+convolutions a SHAPE / STRIDED_SLICE prologue, and edge delegates reject both. Only TFLite builtin operators are
+allowed; a converted model that still contains Flex (TensorFlow) or custom operators is refused, because the car's
+runtime has neither.
+
+Next to every ``model.tflite`` a sidecar ``model.json`` records the preprocessing and label semantics (see
+`kerasseg.preprocessing.ModelMetadata`) plus, under ``extra["export"]``, the export mode, the output head and the
+input / output quantisation read back from the converted model, so that the device runtime (``tflite/runtime.py``)
+never guesses.
+
+Example::
+
+    to_tflite(model, "erfnet_int8.tflite", "int8", representative_data=calibration_images)
+    TFLiteModel("erfnet_int8.tflite")(normalised_batch)   # float logits, quantisation handled
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+from kerasseg.preprocessing import NORMALIZATIONS, ModelMetadata
+from kerasseg.saving import atomic_path
+
+__all__ = [
+    "MODES",
+    "OUTPUT_HEADS",
+    "IO_DTYPES",
+    "to_tflite",
+    "convert_to_tflite",
+    "tflite_ops",
+    "custom_ops",
+    "float_tensors",
+    "io_details",
+    "export_metadata",
+    "sidecar_path",
+    "read_sidecar",
+    "TFLiteModel",
+    "AccuracyDropError",
+    "export_verified",
+]
+
+MODES = ("fp32", "fp16", "dynamic", "int8")
+OUTPUT_HEADS = ("logits", "probabilities", "labels")
+IO_DTYPES = ("int8", "uint8")
+
+_FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
+
+
+def _check_choice(arg: str, value, choices) -> str:
+    # Exact membership only: "int" must not silently mean "int8".
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"Expected {arg} to be one of {list(choices)}. Received: {arg}={value!r}")
+    return value
+
+
+def sidecar_path(path) -> str:
+    """The sidecar JSON path of an exported file: ``model.tflite`` -> ``model.json``."""
+    return os.path.splitext(os.fspath(path))[0] + ".json"
+
+
+def read_sidecar(path) -> ModelMetadata:
+    """Reads the `ModelMetadata` sidecar of an exported model (the model path or the JSON path itself)."""
+    path = os.fspath(path)
+    json_path = path if path.endswith(".json") else sidecar_path(path)
+    if not os.path.isfile(json_path):
+        raise FileNotFoundError(f"Expected a metadata sidecar next to the model. Received: no file {json_path!r}")
+    with open(json_path, encoding="utf-8") as f:
+        return ModelMetadata.from_json(f.read())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inspecting converted models
+# --------------------------------------------------------------------------------------------------------------
+
+def _model_bytes(model) -> bytes:
+    """The flatbuffer of ``model``: a path to a .tflite file, or its bytes."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        source = "the given bytes"
+    else:
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Expected an existing .tflite file. Received: path={path!r}")
+        with open(path, "rb") as f:
+            data = f.read()
+        source = repr(path)
+    # Every TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ValueError(f"Expected a TFLite flatbuffer (file identifier 'TFL3'). Received: {source}, "
+                         f"which is not one")
+    return data
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def _enum_names(enum_class) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _walk_operators(data: bytes):
+    """Yields ``(name, is_custom)`` for every operator of every subgraph."""
+    schema = _schema()
+    builtin_names = _enum_names(schema.BuiltinOperator)
+    root = schema.Model.GetRootAs(data, 0)
+    for s in range(root.SubgraphsLength()):
+        subgraph = root.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            code = root.OperatorCodes(subgraph.Operators(o).OpcodeIndex())
+            # Builtin codes above 127 live in `builtin_code`; older files only fill `deprecated_builtin_code`.
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                custom = code.CustomCode()
+                yield (custom.decode("utf-8") if custom else "CUSTOM"), True
+            else:
+                yield builtin_names.get(builtin, f"BUILTIN_{builtin}"), False
+
+
+def tflite_ops(model) -> dict[str, int]:
+    """Operator counts of a TFLite model, over all subgraphs.
+
+    Args:
+        model: path to a ``.tflite`` file, or its bytes.
+
+    Returns:
+        ``{op name: count}``; builtin operators by their schema name (``"CONV_2D"``), custom operators by their custom
+        code (Flex operators are ``"Flex<TfOpName>"``).
+    """
+    counts: dict[str, int] = {}
+    for name, _ in _walk_operators(_model_bytes(model)):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def custom_ops(model) -> list[str]:
+    """Sorted names of the non-builtin operators of a TFLite model (Flex ``Flex*`` and custom ones)."""
+    return sorted({name for name, is_custom in _walk_operators(_model_bytes(model)) if is_custom})
+
+
+def float_tensors(model) -> list[str]:
+    """Names of the floating-point tensors of a TFLite model (all subgraphs), e.g. what int8 export left in float."""
+    data = _model_bytes(model)
+    schema = _schema()
+    type_names = _enum_names(schema.TensorType)
+    root = schema.Model.GetRootAs(data, 0)
+    names = []
+    for s in range(root.SubgraphsLength()):
+        subgraph = root.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            if type_names.get(tensor.Type()) in _FLOAT_TYPES:
+                names.append((tensor.Name() or b"").decode("utf-8", "replace"))
+    return names
+
+
+def _quantization(detail) -> list | None:
+    scale, zero_point = detail["quantization"]
+    return [float(scale), int(zero_point)] if scale else None
+
+
+def io_details(model) -> dict:
+    """Input / output dtype, shape and quantisation of a single-input, single-output TFLite model.
+
+    Returns:
+        dict with ``input_dtype``, ``output_dtype`` (numpy dtype names), ``input_shape``, ``output_shape`` and
+        ``input_quantization`` / ``output_quantization`` as ``[scale, zero_point]`` or ``None`` for float tensors.
+    """
+    interpreter = _interpreter(_model_bytes(model))
+    inp, out = _single_io(interpreter)
+    return {
+        "input_dtype": np.dtype(inp["dtype"]).name,
+        "output_dtype": np.dtype(out["dtype"]).name,
+        "input_shape": [int(d) for d in inp["shape"]],
+        "output_shape": [int(d) for d in out["shape"]],
+        "input_quantization": _quantization(inp),
+        "output_quantization": _quantization(out),
+    }
+
+
+def _interpreter(data: bytes, num_threads: int | None = None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data, num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _single_io(interpreter):
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"Expected a TFLite model with one input and one output. Received: {len(inputs)} inputs "
+                         f"and {len(outputs)} outputs")
+    return inputs[0], outputs[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Conversion
+# --------------------------------------------------------------------------------------------------------------
+
+def _static_input_shape(model) -> tuple[int, int, int]:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"Expected a model with one input and one output. Received: model {model.name!r} with "
+                         f"{len(model.inputs)} inputs and {len(model.outputs)} outputs")
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(f"Expected a model with a static (height, width, channels) input; edge runtimes need "
+                         f"static shapes. Received: model {model.name!r} with input shape "
+                         f"{tuple(model.inputs[0].shape)}")
+    return tuple(int(d) for d in shape)
+
+
+def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: bool):
+    """Yields ``[image (1, H, W, C) float32]`` lists for the converter, ``count`` single images at most."""
+    import tensorflow as tf
+
+    height, width, channels = shape
+    interactive = verbose and sys.stderr.isatty()
+    step = max(1, count // 10)
+    done = 0
+    for element in data:
+        if isinstance(element, (tuple, list)):
+            if not element:
+                raise ValueError("Expected representative_data to yield images, (images, labels) tuples or "
+                                 "batches. Received: an empty tuple")
+            element = element[0]
+        batch = np.asarray(element)
+        if not np.issubdtype(batch.dtype, np.floating):
+            raise ValueError(f"Expected representative_data to yield normalised float images (the model's input, "
+                             f"not raw pixels). Received: dtype {batch.dtype}")
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[-1] != channels:
+            raise ValueError(f"Expected representative_data to yield images (H, W, {channels}) or batches "
+                             f"(B, H, W, {channels}). Received: an element of shape {batch.shape}")
+        batch = batch.astype(np.float32, copy=False)
+        if batch.shape[1:3] != (height, width):
+            # Bilinear resizing is linear, so resizing normalised images equals normalising resized ones.
+            batch = tf.image.resize(batch, (height, width), method="bilinear").numpy()
+        for image in batch:
+            done += 1
+            if interactive:
+                print(f"\rcalibrating {done}/{count}", end="", file=sys.stderr, flush=True)
+            elif verbose and (done % step == 0 or done in (1, count)):
+                print(f"calibrating {done}/{count}", file=sys.stderr, flush=True)
+            yield [image[None]]
+            if done >= count:
+                break
+        if done >= count:
+            break
+    if interactive:
+        print(file=sys.stderr)
+    if verbose and done < count:
+        print(f"calibrated on {done} images only: representative_data ran out before "
+              f"num_calibration_samples={count}", file=sys.stderr)
+
+
+def _converter_error():
+    # The converter's exception class has no public name; without it, conversion errors propagate unchanged.
+    try:
+        from tensorflow.lite.python.convert_phase import ConverterError
+    except ImportError:
+        return ()
+    return ConverterError
+
+
+def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
+                      output: str = "logits", io_dtype: str = "int8", verbose: bool = True) -> bytes:
+    """Converts a Keras model to a TFLite flatbuffer in memory (see `to_tflite` for the arguments).
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        ValueError: invalid arguments, missing calibration data for int8, or a converted model that contains Flex /
+            custom operators (or, for int8, float tensors).
+    """
+    import tensorflow as tf
+
+    mode = _check_choice("mode", mode, MODES)
+    output = _check_choice("output", output, OUTPUT_HEADS)
+    io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    shape = _static_input_shape(model)
+    if mode == "int8":
+        if representative_data is None:
+            raise ValueError("Expected representative_data (normalised float images) for mode='int8': full-integer "
+                             "quantisation calibrates activation ranges on them. Received: representative_data=None")
+        if (not isinstance(num_calibration_samples, (int, np.integer)) or isinstance(num_calibration_samples, bool)
+                or num_calibration_samples < 1):
+            raise ValueError(f"Expected num_calibration_samples to be a positive integer. "
+                             f"Received: num_calibration_samples={num_calibration_samples!r}")
+
+    @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="image")])
+    def serve(image):
+        # Mixed-precision models compute in float16; the exported head is float32 (or int32 labels) regardless.
+        logits = tf.cast(model(image, training=False), tf.float32)
+        if output == "probabilities":
+            return tf.nn.softmax(logits, axis=-1)
+        if output == "labels":
+            # tf.argmax lowers to the builtin ARG_MAX; keras.ops.argmax would bring Flex ops.
+            return tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return logits
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    # The SavedModel round trip keeps Keras 3 variables as VAR_HANDLE / READ_VARIABLE resources instead of folding
+    # them into constants; freezing the concrete function directly does fold them.
+    converter.experimental_lower_to_saved_model = False
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode in ("fp16", "dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        samples = _calibration_samples(representative_data, int(num_calibration_samples), shape, verbose)
+        first = next(samples, None)
+        if first is None:
+            raise ValueError("Expected representative_data to yield at least one image. Received: an empty "
+                             "iterable")
+        converter.representative_dataset = lambda: itertools.chain([first], samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
+        if output != "labels":  # the label head is an int32 ARG_MAX output, never quantised
+            converter.inference_output_type = converter.inference_input_type
+    try:
+        with warnings.catch_warnings():
+            # Emitted for every int8-input conversion: the statistics it asks for belong to the TF1 converter API.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+            data = converter.convert()
+    except _converter_error() as e:
+        # Only builtin operators are allowed, so an operator outside that set fails here rather than as a Flex op.
+        raise ValueError(f"Expected model {model.name!r} to convert to TFLite builtin operators (mode={mode!r}, "
+                         f"output={output!r}). Received: the converter's error\n{e}") from e
+
+    non_builtin = custom_ops(data)
+    if non_builtin:
+        raise ValueError(f"Expected a model of TFLite builtin operators only. Received: model {model.name!r} "
+                         f"converts (mode={mode!r}) with non-builtin operators {non_builtin}, which edge runtimes "
+                         f"cannot run")
+    if mode == "int8":
+        floats = float_tensors(data)
+        if floats:
+            raise ValueError(f"Expected a fully integer model for mode='int8'. Received: {len(floats)} float "
+                             f"tensors left in model {model.name!r}, e.g. {floats[:5]}")
+    return data
+
+
+def export_metadata(model, metadata: ModelMetadata | None = None) -> ModelMetadata:
+    """A copy of the metadata an export records: ``metadata``, else ``model.kerasseg_metadata``, else defaults.
+
+    The defaults name the model, its class count and input shape, and ImageNet normalisation.
+    """
+    metadata = metadata if metadata is not None else getattr(model, "kerasseg_metadata", None)
+    if metadata is None:
+        mean, std = NORMALIZATIONS["imagenet"]
+        shape = [int(d) if d is not None else None for d in model.inputs[0].shape[1:]]
+        return ModelMetadata(model_name=model.name, num_classes=int(model.outputs[0].shape[-1]), input_shape=shape,
+                             normalization="imagenet", mean=list(mean), std=list(std))
+    if not isinstance(metadata, ModelMetadata):
+        raise ValueError(f"Expected metadata to be a kerasseg ModelMetadata. Received: metadata={metadata!r}")
+    # A copy: the export record must not leak into the model's own metadata.
+    return dataclasses.replace(metadata, extra=json.loads(json.dumps(metadata.extra)))
+
+
+def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
+              output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str = "int8",
+              verbose: bool = True) -> str:
+    """Converts a Keras model to a ``.tflite`` file and writes its metadata sidecar, both atomically.
+
+    Args:
+        model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output.
+        path: destination ``.tflite`` file; the sidecar goes to ``os.path.splitext(path)[0] + ".json"``.
+        mode: ``"fp32"``, ``"fp16"`` (float16 weights), ``"dynamic"`` (int8 weights, float activations) or
+            ``"int8"`` (full-integer: weights, activations, input and output).
+        representative_data: for ``"int8"``, an iterable or ``tf.data.Dataset`` of normalised float32 images
+            ``(H, W, C)``, batches ``(B, H, W, C)`` or ``(images, labels)`` tuples. Images of another size are
+            resized bilinearly to the model input.
+        num_calibration_samples: number of single images drawn from ``representative_data``.
+        output: the exported head: ``"logits"``, ``"probabilities"`` (softmax) or ``"labels"`` (in-graph argmax,
+            an int32 label map).
+        metadata: overrides ``model.kerasseg_metadata``; without either, ImageNet normalisation is recorded.
+        io_dtype: int8 mode only: ``"int8"`` or ``"uint8"`` input and output tensors.
+        verbose: print the calibration progress to stderr.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: unknown mode / output / io_dtype, no representative data for int8, a path not ending in
+            ``.tflite``, or a converted model with Flex / custom operators (or float tensors for int8). Nothing is
+            written then.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
+    meta = export_metadata(model, metadata)
+    data = convert_to_tflite(model, mode, representative_data=representative_data,
+                             num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
+                             verbose=verbose)
+    details = io_details(data)
+    meta.extra["export"] = {
+        "format": "tflite",
+        "mode": mode,
+        "output": output,
+        "input_dtype": details["input_dtype"],
+        "output_dtype": details["output_dtype"],
+        "input_shape": details["input_shape"],
+        "output_shape": details["output_shape"],
+        "input_quantization": details["input_quantization"],
+        "output_quantization": details["output_quantization"],
+    }
+    # Both temporary files are complete before either is renamed; the sidecar lands first so that a model file is
+    # never newer than its description.
+    with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
+        with open(tmp_model, "wb") as f:
+            f.write(data)
+        with open(tmp_json, "w", encoding="utf-8") as f:
+            f.write(meta.to_json())
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running converted models
+# --------------------------------------------------------------------------------------------------------------
+
+class TFLiteModel:
+    """Runs a batch-1 TFLite segmentation model on normalised float batches, hiding the quantisation.
+
+    Args:
+        model: path to a ``.tflite`` file, or its bytes.
+        num_threads: interpreter CPU threads (LiteRT's default when ``None``).
+
+    Attributes:
+        input_shape: ``(H, W, C)`` of the model input.
+        head: ``"labels"`` for an integer label-map output, ``"scores"`` for logits or probabilities.
+        input_dtype, output_dtype: numpy dtypes of the model's input and output tensors.
+        input_quantization, output_quantization: ``(scale, zero_point)`` or ``None``.
+    """
+
+    def __init__(self, model, *, num_threads: int | None = None):
+        self.interpreter = _interpreter(_model_bytes(model), num_threads)
+        self._input, self._output = _single_io(self.interpreter)
+        shape = tuple(int(d) for d in self._input["shape"])
+        if len(shape) != 4 or shape[0] != 1:
+            raise ValueError(f"Expected a batch-1 image model with input (1, H, W, C). Received: input shape "
+                             f"{shape}")
+        self.input_shape = shape[1:]
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+        self.input_quantization = _quantization(self._input)
+        self.output_quantization = _quantization(self._output)
+        integer_out = np.issubdtype(self.output_dtype, np.integer)
+        self.head = "labels" if integer_out and self.output_quantization is None else "scores"
+
+    def _quantize(self, image: np.ndarray) -> np.ndarray:
+        if self.input_quantization is None:
+            return image.astype(self.input_dtype, copy=False)
+        scale, zero_point = self.input_quantization
+        info = np.iinfo(self.input_dtype)
+        q = np.round(image / np.float32(scale)) + zero_point
+        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+
+    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
+        if self.output_quantization is None:
+            return raw if self.head == "labels" else raw.astype(np.float32, copy=False)
+        scale, zero_point = self.output_quantization
+        return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+    def __call__(self, images) -> np.ndarray:
+        """Runs the model image by image.
+
+        Args:
+            images: normalised float images ``(B, H, W, C)`` or one image ``(H, W, C)`` at the model input size.
+
+        Returns:
+            Float32 scores ``(B, H, W, K)`` (logits or probabilities, dequantised), or int32 labels ``(B, H, W)``
+            for a label head; without the batch axis when a single image was given.
+        """
+        batch = np.asarray(images, np.float32)
+        single = batch.ndim == 3
+        if single:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            raise ValueError(f"Expected images of shape (B, {', '.join(map(str, self.input_shape))}) or "
+                             f"{self.input_shape}. Received: images of shape {np.shape(images)}")
+        results = []
+        for image in batch:
+            self.interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
+            self.interpreter.invoke()
+            results.append(self._dequantize(self.interpreter.get_tensor(self._output["index"]))[0])
+        out = np.stack(results)
+        return out[0] if single else out
+
+    def predict_labels(self, images) -> np.ndarray:
+        """Int32 label maps ``(B, H, W)`` (or ``(H, W)``) of normalised float images."""
+        out = self(images)
+        return out.astype(np.int32) if self.head == "labels" else np.argmax(out, axis=-1).astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Export with an accuracy check
+# --------------------------------------------------------------------------------------------------------------
+
+class AccuracyDropError(RuntimeError):
+    """Raised by `export_verified` when the TFLite model loses more mIoU than allowed; ``report`` holds the figures."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+def export_verified(model, path, mode: str = "fp32", *, eval_data, representative_data=None,
+                    num_calibration_samples: int = 100, output: str = "logits", metadata: ModelMetadata | None = None,
+                    io_dtype: str = "int8", max_miou_drop: float = 1.0, force: bool = False,
+                    max_eval_images: int | None = None, num_threads: int | None = None,
+                    verbose: bool = True) -> dict:
+    """Exports like `to_tflite`, scores Keras and TFLite on ``eval_data``, and installs the file only if it holds up.
+
+    The model is converted into a temporary folder next to ``path``; the file and its sidecar are moved onto
+    ``path`` only when the TFLite mIoU is at most ``max_miou_drop`` points below the Keras mIoU (or ``force``).
+    The evaluation figures are added to the sidecar under ``extra["export"]["evaluation"]``.
+
+    Args:
+        model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, verbose:
+            see `to_tflite`.
+        eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, labels)``, batched or not.
+        max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point).
+        force: install the file even when the drop is larger.
+        max_eval_images: score at most this many images.
+        num_threads: LiteRT interpreter threads for the evaluation.
+
+    Returns:
+        The `kerasseg.evaluation.compare.compare_keras_tflite` report plus ``miou_drop`` (points), ``path``,
+        ``tflite_bytes``, ``accepted`` (bool) and ``forced`` (bool).
+
+    Raises:
+        AccuracyDropError: the drop exceeds ``max_miou_drop`` and ``force`` is false; nothing is written.
+    """
+    from kerasseg.evaluation.compare import compare_keras_tflite
+
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
+    try:
+        max_miou_drop = float(max_miou_drop)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected max_miou_drop to be a number of mIoU points. "
+                         f"Received: max_miou_drop={max_miou_drop!r}") from None
+    meta = export_metadata(model, metadata)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    try:
+        tmp_path = os.path.join(tmp_dir, os.path.basename(path))
+        to_tflite(model, tmp_path, mode, representative_data=representative_data,
+                  num_calibration_samples=num_calibration_samples, output=output, metadata=meta,
+                  io_dtype=io_dtype, verbose=verbose)
+        report = compare_keras_tflite(model, tmp_path, eval_data, meta.num_classes, meta.ignore_label,
+                                      max_images=max_eval_images, num_threads=num_threads)
+        report.update(path=path, mode=mode, tflite_bytes=os.path.getsize(tmp_path),
+                      max_miou_drop=max_miou_drop, forced=False)
+        drop = report["miou_drop"]
+        report["accepted"] = bool(np.isfinite(drop) and drop <= max_miou_drop)
+        if not report["accepted"]:
+            if not force:
+                raise AccuracyDropError(
+                    f"Expected the TFLite ({mode}) mIoU to be at most {max_miou_drop:g} points below the Keras "
+                    f"mIoU. Received: Keras {100 * report['keras_miou']:.2f}, TFLite {100 * report['tflite_miou']:.2f}"
+                    f" (a drop of {drop:.2f} points); {path!r} was not written (force=True overrides)", report)
+            report["forced"] = True
+        tmp_json = sidecar_path(tmp_path)
+        written = read_sidecar(tmp_json)
+        written.extra["export"]["evaluation"] = {
+            k: report[k] for k in ("keras_miou", "tflite_miou", "miou_drop", "pixel_agreement",
+                                   "max_abs_logit_error", "num_images", "forced")}
+        with open(tmp_json, "w", encoding="utf-8") as f:
+            f.write(written.to_json())
+        # Sidecar first, so that the model file is never newer than its description.
+        os.replace(tmp_json, sidecar_path(path))
+        os.replace(tmp_path, path)
+        return report
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -1,0 +1,234 @@
+"""Device runtime (tflite/runtime.py): preprocessing, all heads, fp32 and int8, overlays, CLI, no TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+import tensorflow as tf
+
+import kerasseg
+from kerasseg.export import TFLiteModel, to_tflite
+from kerasseg.preprocessing import normalize_np
+from tflite.runtime import Segmenter, colorize, default_palette, overlay
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H, W, K = 32, 64, 4
+PALETTE = [[10, 20, 30], [200, 0, 0], [0, 200, 0], [0, 0, 200]]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small ERFNet exported as fp32 logits / labels and int8 logits / probabilities / labels."""
+    keras.utils.set_random_seed(3)
+    model = kerasseg.build_model("erfnet", K, input_shape=(H, W, 3))
+    model.kerasseg_metadata = model.kerasseg_metadata.with_dataset(
+        class_names=["void", "red", "green", "blue"], palette=PALETTE, ignore_label=255)
+    folder = tmp_path_factory.mktemp("runtime")
+    rng = np.random.default_rng(0)
+    calibration = normalize_np(rng.integers(0, 256, size=(8, H, W, 3)), model.kerasseg_metadata.mean,
+                               model.kerasseg_metadata.std)
+    paths = {}
+    for mode, head in (("fp32", "logits"), ("fp32", "labels"), ("int8", "logits"), ("int8", "probabilities"),
+                       ("int8", "labels")):
+        paths[mode, head] = to_tflite(model, folder / f"{mode}_{head}.tflite", mode, representative_data=calibration,
+                                      output=head, num_calibration_samples=8, verbose=False)
+    return {"model": model, "paths": paths, "folder": folder}
+
+
+def image(height=H, width=W, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3)).astype(np.uint8)
+
+
+def normalised(model, pixels):
+    meta = model.kerasseg_metadata
+    return normalize_np(pixels, meta.mean, meta.std)[None]
+
+
+def test_reads_the_sidecar(exported):
+    seg = Segmenter(exported["paths"]["int8", "probabilities"], num_threads=1)
+    assert seg.input_size == (H, W) and seg.num_classes == K
+    assert seg.class_names == ["void", "red", "green", "blue"]
+    assert seg.palette.tolist() == PALETTE and seg.palette.dtype == np.uint8
+    assert seg.output == "probabilities" and seg.input_dtype == np.int8
+    np.testing.assert_allclose(seg.mean, exported["model"].kerasseg_metadata.mean)
+
+
+def test_fp32_preprocess_and_logits_match_keras(exported):
+    model = exported["model"]
+    seg = Segmenter(exported["paths"]["fp32", "logits"])
+    pixels = image()
+    x = seg.preprocess(pixels)
+    assert x.shape == (1, H, W, 3) and x.dtype == np.float32
+    np.testing.assert_allclose(x, normalised(model, pixels), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(seg.logits(pixels), model(x, training=False).numpy()[0], atol=1e-4)
+    # A PIL image goes through the same path.
+    np.testing.assert_array_equal(seg.preprocess(Image.fromarray(pixels)), x)
+
+
+def test_int8_input_is_quantised_like_the_library(exported):
+    path = exported["paths"]["int8", "logits"]
+    seg = Segmenter(path)
+    lite = TFLiteModel(path)
+    pixels = image(seed=1)
+    x = seg.preprocess(pixels)
+    assert x.dtype == np.int8
+    scale, zero_point = lite.input_quantization
+    expected = np.clip(np.round(normalised(exported["model"], pixels) / scale) + zero_point, -128, 127)
+    np.testing.assert_array_equal(x, expected.astype(np.int8))
+    # Dequantised scores and labels equal the library's at the model resolution.
+    np.testing.assert_allclose(seg.logits(pixels), lite(normalised(exported["model"], pixels))[0], atol=1e-6)
+    np.testing.assert_array_equal(seg.predict(pixels), lite.predict_labels(normalised(exported["model"], pixels))[0])
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_label_head_equals_argmax_of_logit_head(exported, mode):
+    pixels = image(seed=2)
+    by_logits = Segmenter(exported["paths"][mode, "logits"]).predict(pixels)
+    labels_seg = Segmenter(exported["paths"][mode, "labels"])
+    by_labels = labels_seg.predict(pixels)
+    assert by_labels.dtype == np.uint8 and by_labels.shape == (H, W)
+    # int8: both heads quantise the same network, but the logit head also rounds its output.
+    assert np.mean(by_logits == by_labels) > (0.999 if mode == "fp32" else 0.97)
+    with pytest.raises(ValueError, match="label map"):
+        labels_seg.logits(pixels)
+
+
+def test_probability_head_sums_to_one(exported):
+    seg = Segmenter(exported["paths"]["int8", "probabilities"])
+    probs = seg.logits(image(seed=3))
+    assert probs.shape == (H, W, K)
+    assert np.all(probs >= 0) and np.allclose(probs.sum(-1), 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize("key", [("fp32", "logits"), ("int8", "probabilities"), ("int8", "labels")])
+def test_predict_returns_labels_at_the_original_size(exported, key):
+    seg = Segmenter(exported["paths"][key])
+    pixels = image(50, 90, seed=4)
+    labels = seg.predict(pixels)
+    assert labels.shape == (50, 90) and labels.dtype == np.uint8 and labels.max() < K
+    assert set(seg.timings) == {"preprocess", "inference", "postprocess"}
+    low_res = seg.run(seg.preprocess(pixels))
+    low_res = low_res if seg.output == "labels" else np.argmax(low_res, -1)
+    expected = np.asarray(Image.fromarray(low_res.astype(np.int32)).resize((90, 50), Image.NEAREST))
+    np.testing.assert_array_equal(seg.predict(pixels, upsample="nearest"), expected)
+    if seg.output == "labels":
+        np.testing.assert_array_equal(labels, expected)
+    with pytest.raises(ValueError, match="upsample"):
+        seg.predict(pixels, upsample="bicubic")
+
+
+def test_bilinear_upsampling_follows_the_resized_logits(exported):
+    seg = Segmenter(exported["paths"]["fp32", "logits"])
+    big = image(3 * H, 2 * W, seed=5)
+    labels = seg.predict(big)
+    logits = seg.logits(big)[None]
+    reference = np.argmax(tf.image.resize(logits, (3 * H, 2 * W), method="bilinear").numpy()[0], -1)
+    # PIL and TF may differ at the borders only.
+    assert np.mean(labels == reference) > 0.99
+
+
+def test_grey_and_rgba_images_are_accepted(exported):
+    seg = Segmenter(exported["paths"]["fp32", "logits"])
+    grey = image()[..., 0]
+    assert seg.predict(grey).shape == (H, W)
+    rgba = np.concatenate([image(), np.full((H, W, 1), 255, np.uint8)], -1)
+    np.testing.assert_array_equal(seg.predict(rgba), seg.predict(rgba[..., :3]))
+    with pytest.raises(ValueError, match="uint8"):
+        seg.predict(image().astype(np.float32))
+
+
+def test_overlay_and_colorize():
+    pixels = np.full((2, 3, 3), 100, np.uint8)
+    labels = np.array([[0, 1, 255], [3, 7, -1]])
+    palette = [[0, 0, 0], [200, 100, 0], [0, 0, 0], [0, 0, 250]]
+    out = overlay(pixels, labels, palette, alpha=0.5)
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+    assert out[0, 0].tolist() == [50, 50, 50] and out[0, 1].tolist() == [150, 100, 50]
+    assert out[1, 0].tolist() == [50, 50, 175]
+    # Ignored and out-of-range labels are left unblended.
+    for y, x in ((0, 2), (1, 1), (1, 2)):
+        assert out[y, x].tolist() == [100, 100, 100]
+    np.testing.assert_array_equal(overlay(pixels, labels, palette, alpha=0.0), pixels)
+    colours = colorize(labels, palette)
+    assert colours[0, 1].tolist() == [200, 100, 0] and colours[0, 2].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="labels of the image's size"):
+        overlay(pixels, labels[:, :2], palette)
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(pixels, labels, palette, alpha=1.5)
+    with pytest.raises(ValueError, match="integer"):
+        colorize(labels.astype(np.float32), palette)
+
+
+def test_segmenter_overlay_uses_the_model_palette(exported):
+    seg = Segmenter(exported["paths"]["int8", "labels"])
+    pixels = image(40, 70, seed=6)
+    labels = seg.predict(pixels)
+    np.testing.assert_array_equal(seg.overlay(pixels, alpha=1.0), colorize(labels, PALETTE))
+
+
+def test_default_palette_is_distinct():
+    palette = default_palette(21)
+    assert palette.shape == (21, 3) and palette[1].tolist() == [128, 0, 0]
+    assert len({tuple(c) for c in palette.tolist()}) == 21
+
+
+def test_missing_or_inconsistent_sidecar(exported, tmp_path):
+    src = exported["paths"]["fp32", "logits"]
+    lonely = tmp_path / "lonely.tflite"
+    lonely.write_bytes(open(src, "rb").read())
+    with pytest.raises(FileNotFoundError, match="lonely.json"):
+        Segmenter(lonely)
+    with open(os.path.splitext(src)[0] + ".json") as f:
+        meta = json.load(f)
+    meta["extra"]["export"]["output"] = "labels"
+    (tmp_path / "lonely.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="output='labels'"):
+        Segmenter(lonely)
+    with pytest.raises(ValueError, match="num_threads"):
+        Segmenter(src, num_threads=0)
+    # An explicit metadata path overrides the default location.
+    assert Segmenter(lonely, metadata_path=os.path.splitext(src)[0] + ".json").output == "logits"
+
+
+def test_runtime_cli_never_imports_tensorflow(exported, tmp_path):
+    picture = tmp_path / "street.png"
+    Image.fromarray(image(45, 80, seed=7)).save(picture)
+    model_path = exported["paths"]["int8", "logits"]
+    overlay_path, labels_path = tmp_path / "overlay.png", tmp_path / "labels.png"
+    script = f"""
+import runpy, sys
+import numpy as np
+import tflite.runtime as rt
+seg = rt.Segmenter({str(model_path)!r})
+labels = seg.predict(np.zeros((20, 30, 3), np.uint8))
+assert labels.shape == (20, 30)
+sys.argv = ["runtime.py", {str(model_path)!r}, {str(picture)!r}, "--overlay", {str(overlay_path)!r},
+            "--labels", {str(labels_path)!r}, "--threads", "1", "--runs", "2"]
+try:
+    runpy.run_path({os.path.join(ROOT, "tflite", "runtime.py")!r}, run_name="__main__")
+except SystemExit as e:
+    assert e.code == 0, e.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "kerasseg"))
+print("HEAVY", heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HEAVY []" in result.stdout, result.stdout
+    assert "latency" in result.stdout and "ms" in result.stdout
+    written = np.asarray(Image.open(overlay_path))
+    assert written.shape == (45, 80, 3) and written.dtype == np.uint8
+    label_map = np.asarray(Image.open(labels_path))
+    assert label_map.shape == (45, 80) and label_map.max() < K
+
+
+def test_runtime_cli_reports_errors(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tflite", "runtime.py"),
+                             str(tmp_path / "missing.tflite"), str(tmp_path / "x.png")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "missing.tflite" in result.stderr

@@ -1,0 +1,1 @@
+"""Device-side runtime for exported kerasseg models (``runtime.py``: numpy, Pillow and LiteRT only)."""

@@ -1,0 +1,359 @@
+#!/usr/bin/env python
+"""Device-side runtime for kerasseg ``.tflite`` models: numpy, Pillow and LiteRT (``ai_edge_litert``) only.
+
+Copy this file to the device together with ``model.tflite`` and its sidecar ``model.json``; nothing else from
+kerasseg (and no TensorFlow) is needed. The sidecar carries the preprocessing the model was trained with (input size,
+mean and std), the label semantics (class names, palette, ignore label) and the export record (output head and
+quantisation), so the runtime never guesses.
+
+Library use::
+
+    seg = Segmenter("erfnet_int8.tflite", num_threads=2)
+    labels = seg.predict(image)                  # uint8 label map at the image's size
+    blended = overlay(image, labels, seg.palette)
+
+Command line::
+
+    python runtime.py MODEL.tflite IMAGE.png --overlay out.png [--labels out_labels.png] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", "main"]
+
+_HEADS = ("logits", "probabilities", "labels")
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved class index), ``(num_classes, 3)`` uint8."""
+    palette = np.zeros((max(int(num_classes), 0), 3), np.uint8)
+    for c in range(len(palette)):
+        r = g = b = 0
+        v = c
+        for shift in range(7, -1, -1):
+            r |= (v & 1) << shift
+            g |= ((v >> 1) & 1) << shift
+            b |= ((v >> 2) & 1) << shift
+            v >>= 3
+        palette[c] = (r, g, b)
+    return palette
+
+
+def _palette_array(palette) -> np.ndarray:
+    array = np.asarray(palette)
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
+        raise ValueError(f"Expected palette to be a list of [r, g, b] colours. Received: palette of shape "
+                         f"{array.shape}")
+    if np.any(array < 0) or np.any(array > 255):
+        raise ValueError("Expected palette colours in 0..255. Received: values outside that range")
+    return array.astype(np.uint8)
+
+
+def _label_array(labels, arg: str = "labels") -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"Expected {arg} to be an integer (H, W) label map. Received: {arg} of shape "
+                         f"{labels.shape} and dtype {labels.dtype}")
+    return labels
+
+
+def colorize(labels, palette) -> np.ndarray:
+    """Colours an integer ``(H, W)`` label map with ``palette``; labels outside the palette become black.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB image.
+    """
+    labels = _label_array(labels)
+    palette = _palette_array(palette)
+    out = np.zeros(labels.shape + (3,), np.uint8)
+    valid = (labels >= 0) & (labels < len(palette))
+    out[valid] = palette[labels[valid]]
+    return out
+
+
+def _rgb_array(image, arg: str = "image") -> np.ndarray:
+    """``image`` (PIL image or uint8 array, grey / RGB / RGBA) as a uint8 ``(H, W, 3)`` array."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"Expected {arg} to be a PIL image or a uint8 array in pixel units. Received: dtype "
+                         f"{array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    elif array.ndim == 3 and array.shape[-1] == 4:
+        array = array[..., :3]
+    if array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
+        raise ValueError(f"Expected {arg} of shape (H, W, 3) (or (H, W), (H, W, 4)). Received: {arg} of shape "
+                         f"{np.shape(image)}")
+    return array
+
+
+def overlay(image, labels, palette, alpha: float = 0.5, ignore_label: int | None = 255) -> np.ndarray:
+    """Blends the colours of ``labels`` onto ``image``.
+
+    Args:
+        image: uint8 ``(H, W, 3)`` array or PIL image.
+        labels: integer ``(H, W)`` label map of the same size.
+        palette: one ``[r, g, b]`` per class.
+        alpha: weight of the label colour, in [0, 1].
+        ignore_label: label left unblended (as are labels outside the palette).
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB image.
+    """
+    image = _rgb_array(image)
+    labels = _label_array(labels)
+    palette = _palette_array(palette)
+    if labels.shape != image.shape[:2]:
+        raise ValueError(f"Expected labels of the image's size {image.shape[:2]}. Received: labels of shape "
+                         f"{labels.shape}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"Expected alpha in [0, 1]. Received: alpha={alpha!r}")
+    valid = (labels >= 0) & (labels < len(palette))
+    if ignore_label is not None:
+        valid &= labels != ignore_label
+    out = image.copy()
+    blended = (1.0 - alpha) * image[valid].astype(np.float32) + alpha * palette[labels[valid]].astype(np.float32)
+    out[valid] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+def load_image(path) -> np.ndarray:
+    """Reads an image file as a uint8 RGB ``(H, W, 3)`` array."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected an existing image file. Received: path={path!r}")
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class Segmenter:
+    """Runs an exported kerasseg segmentation model on RGB images.
+
+    Args:
+        model_path: the ``.tflite`` file.
+        num_threads: LiteRT CPU threads.
+        metadata_path: the sidecar JSON; ``model_path`` with a ``.json`` extension by default.
+
+    Attributes:
+        input_size: ``(height, width)`` of the model input.
+        num_classes, class_names, palette (``(K, 3)`` uint8), ignore_label, mean, std: from the sidecar.
+        output: the model head, ``"logits"``, ``"probabilities"`` or ``"labels"``.
+        timings: milliseconds spent in ``preprocess``, ``inference`` and ``postprocess`` by the last `predict`.
+    """
+
+    def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        model_path = os.fspath(model_path)
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"Expected an existing .tflite model file. Received: model_path={model_path!r}")
+        metadata_path = os.fspath(metadata_path) if metadata_path is not None else (
+            os.path.splitext(model_path)[0] + ".json")
+        if not os.path.isfile(metadata_path):
+            raise FileNotFoundError(f"Expected the model's metadata sidecar (written by the exporter next to the "
+                                    f"model). Received: no file metadata_path={metadata_path!r}")
+        if not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"Expected num_threads to be a positive integer. Received: num_threads={num_threads!r}")
+        try:
+            with open(metadata_path, encoding="utf-8") as f:
+                meta = json.load(f)
+            self.num_classes = int(meta["num_classes"])
+            self.mean = np.asarray(meta["mean"], np.float32)
+            self.std = np.asarray(meta["std"], np.float32)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"Expected a kerasseg metadata JSON with num_classes, mean and std. Received: "
+                             f"metadata_path={metadata_path!r} ({type(e).__name__}: {e})") from None
+        self.metadata = meta
+        self.class_names = meta.get("class_names")
+        self.ignore_label = meta.get("ignore_label", 255)
+        palette = meta.get("palette")
+        self.palette = _palette_array(palette) if palette else default_palette(self.num_classes)
+
+        self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"Expected a model with one input and one output. Received: {model_path!r} with "
+                             f"{len(inputs)} inputs and {len(outputs)} outputs")
+        self._input, self._output = inputs[0], outputs[0]
+        shape = tuple(int(d) for d in self._input["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ValueError(f"Expected a model input of shape (1, H, W, 3). Received: {shape} in {model_path!r}")
+        self.input_size = shape[1:3]
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+        self._in_q = self._quantization(self._input)
+        self._out_q = self._quantization(self._output)
+
+        label_head = np.issubdtype(self.output_dtype, np.integer) and self._out_q is None
+        self.output = meta.get("extra", {}).get("export", {}).get("output") or (
+            "labels" if label_head else "logits")
+        if self.output not in _HEADS or (self.output == "labels") != label_head:
+            expected = "'labels'" if label_head else "'logits' or 'probabilities'"
+            raise ValueError(f"Expected the sidecar's export output to be {expected} for this model. Received: "
+                             f"output={self.output!r} for an output tensor of dtype {self.output_dtype} "
+                             f"({metadata_path!r})")
+        self._label_dtype = np.uint8 if self.num_classes <= 256 else np.int32
+        self.timings: dict[str, float] = {}
+
+    @staticmethod
+    def _quantization(detail):
+        scale, zero_point = detail["quantization"]
+        return (np.float32(scale), int(zero_point)) if scale else None
+
+    def preprocess(self, image) -> np.ndarray:
+        """Resizes (bilinear) to the model input, normalises and, for integer models, quantises an RGB image.
+
+        Args:
+            image: uint8 ``(H, W, 3)`` array (grey and RGBA accepted) or PIL image.
+
+        Returns:
+            The model input, ``(1, height, width, 3)`` in the model's input dtype.
+        """
+        pixels = _rgb_array(image)
+        height, width = self.input_size
+        if pixels.shape[:2] != (height, width):
+            pixels = np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
+        x = (pixels.astype(np.float32) - self.mean) / self.std
+        if self._in_q is not None:
+            scale, zero_point = self._in_q
+            info = np.iinfo(self.input_dtype)
+            x = np.clip(np.rint(x / scale) + zero_point, info.min, info.max)
+        return x.astype(self.input_dtype)[None]
+
+    def run(self, model_input: np.ndarray) -> np.ndarray:
+        """Invokes the model on a preprocessed input; float32 scores ``(h, w, K)`` or labels ``(h, w)``."""
+        self.interpreter.set_tensor(self._input["index"], model_input)
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self._output["index"])[0]
+        if self._out_q is not None:
+            scale, zero_point = self._out_q
+            return (raw.astype(np.float32) - np.float32(zero_point)) * scale
+        return raw if self.output == "labels" else raw.astype(np.float32, copy=False)
+
+    def logits(self, image) -> np.ndarray:
+        """Float32 scores ``(height, width, K)`` at the model resolution: logits, or probabilities for that head.
+
+        Raises:
+            ValueError: the model's head outputs labels, not scores.
+        """
+        if self.output == "labels":
+            raise ValueError("Expected a model exported with output='logits' or 'probabilities'. Received: a model "
+                             "whose output is a label map; use predict()")
+        return self.run(self.preprocess(image))
+
+    def predict(self, image, *, upsample: str = "bilinear") -> np.ndarray:
+        """Label map of ``image`` at its own size.
+
+        Args:
+            image: uint8 ``(H, W, 3)`` array or PIL image.
+            upsample: ``"bilinear"`` resizes the scores to the image size before the argmax (smooth borders);
+                ``"nearest"`` takes the argmax at the model resolution and resizes the labels (faster). A label
+                head is always resized with nearest neighbour.
+
+        Returns:
+            ``(H, W)`` label map, uint8 (int32 beyond 256 classes).
+        """
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"Expected upsample to be 'bilinear' or 'nearest'. Received: upsample={upsample!r}")
+        pixels = _rgb_array(image)
+        t0 = time.perf_counter()
+        model_input = self.preprocess(pixels)
+        t1 = time.perf_counter()
+        out = self.run(model_input)
+        t2 = time.perf_counter()
+        height, width = pixels.shape[:2]
+        if self.output == "labels" or upsample == "nearest" or out.shape[:2] == (height, width):
+            labels = out if self.output == "labels" else np.argmax(out, axis=-1)
+            labels = labels.astype(np.int32)
+            if labels.shape != (height, width):
+                labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+        else:
+            # PIL resizes float images one channel at a time ("F" mode).
+            best = np.full((height, width), -np.inf, np.float32)
+            labels = np.zeros((height, width), np.int32)
+            for c in range(out.shape[-1]):
+                channel = np.asarray(Image.fromarray(np.ascontiguousarray(out[..., c])).resize(
+                    (width, height), Image.BILINEAR))
+                better = channel > best
+                best[better] = channel[better]
+                labels[better] = c
+        labels = labels.astype(self._label_dtype)
+        t3 = time.perf_counter()
+        self.timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)}
+        return labels
+
+    def overlay(self, image, labels=None, alpha: float = 0.5) -> np.ndarray:
+        """``image`` blended with its predicted labels (or the given ones) in the model's palette."""
+        pixels = _rgb_array(image)
+        labels = self.predict(pixels) if labels is None else labels
+        return overlay(pixels, labels, self.palette, alpha, self.ignore_label)
+
+
+def _save_labels(labels: np.ndarray, path: str) -> None:
+    # 8-bit PNG where the classes fit, otherwise 16-bit grey.
+    image = Image.fromarray(labels.astype(np.uint8)) if labels.max(initial=0) < 256 else Image.fromarray(
+        labels.astype(np.uint16))
+    image.save(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Segment an image with a kerasseg .tflite model (the sidecar .json must sit next to it).")
+    parser.add_argument("model", help="the .tflite model")
+    parser.add_argument("image", help="an RGB image file")
+    parser.add_argument("--overlay", help="write the image blended with the predicted labels here")
+    parser.add_argument("--labels", help="write the label map here (8-bit PNG of class indices)")
+    parser.add_argument("--metadata", help="the sidecar JSON (default: next to the model)")
+    parser.add_argument("--threads", type=int, default=2, help="LiteRT CPU threads (default 2)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    parser.add_argument("--runs", type=int, default=1, help="time this many predictions (after one warm-up)")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"Expected --runs >= 1. Received: --runs={args.runs}")
+    try:
+        segmenter = Segmenter(args.model, num_threads=args.threads, metadata_path=args.metadata)
+        image = load_image(args.image)
+        labels = segmenter.predict(image)  # warm-up: the first invoke also plans memory
+        totals = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            labels = segmenter.predict(image)
+            totals.append(1e3 * (time.perf_counter() - t))
+        if args.overlay:
+            Image.fromarray(segmenter.overlay(image, labels, args.alpha)).save(args.overlay)
+        if args.labels:
+            _save_labels(labels, args.labels)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    timing = segmenter.timings
+    h, w = image.shape[:2]
+    mh, mw = segmenter.input_size
+    print(f"{args.image}: {w}x{h} via {mw}x{mh} {segmenter.input_dtype.name} model ({segmenter.output} head), "
+          f"latency {float(np.median(totals)):.1f} ms (median of {args.runs}; preprocess "
+          f"{timing['preprocess']:.1f}, inference {timing['inference']:.1f}, postprocess "
+          f"{timing['postprocess']:.1f})")
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=segmenter.num_classes)
+    names = segmenter.class_names or [str(c) for c in range(segmenter.num_classes)]
+    present = [f"{names[c]} {100.0 * counts[c] / labels.size:.1f}%" for c in np.argsort(-counts) if counts[c]]
+    print("classes: " + ", ".join(present))
+    for what, path in (("overlay", args.overlay), ("labels", args.labels)):
+        if path:
+            print(f"wrote {what} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Export a trained ``.keras`` model to TFLite, check its accuracy against Keras, and install it only if it holds up.
+
+Example::
+
+    python tools/export_tflite.py runs/erfnet/best.keras --mode int8 --dataset synthetic \
+        --data-dir runs/synthetic --output runs/erfnet/erfnet_int8.tflite --max-miou-drop 1.0
+
+Calibration images (int8) come from the train split, evaluation images from the val split, both normalised with
+the mean / std recorded in the model. The model is converted into a temporary file, scored with Keras and with the
+LiteRT interpreter on the same images, and moved (with its ``.json`` sidecar) onto ``--output`` only when the TFLite
+mIoU is at most ``--max-miou-drop`` points below the Keras mIoU, or with ``--force``. Exit status: 0 written,
+1 refused for accuracy, 2 bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="the trained .keras model")
+    p.add_argument("--mode", required=True, choices=["fp32", "fp16", "dynamic", "int8"])
+    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "folder"])
+    p.add_argument("--data-dir", default="runs/synthetic", help="dataset root (train split: calibration, val: check)")
+    p.add_argument("--output", required=True, help="destination .tflite file (a .json sidecar is written beside it)")
+    p.add_argument("--num-calibration", type=int, default=100, help="calibration images for int8 (default 100)")
+    p.add_argument("--max-miou-drop", type=float, default=1.0,
+                   help="largest accepted Keras-to-TFLite mIoU drop, in points (default 1.0)")
+    p.add_argument("--force", action="store_true", help="write the file even when the mIoU drop is larger")
+    p.add_argument("--output-head", default="logits", choices=["logits", "probabilities", "labels"],
+                   help="what the exported model outputs (labels = in-graph argmax; default logits)")
+    p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="int8 mode: input/output type")
+    p.add_argument("--max-eval-images", type=int, default=None, help="score at most this many val images")
+    p.add_argument("--threads", type=int, default=2, help="LiteRT interpreter threads for the check (default 2)")
+    return p
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.2f} MiB"
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_calibration < 1:
+        parser.error(f"Expected --num-calibration >= 1. Received: --num-calibration={args.num_calibration}")
+    if args.max_eval_images is not None and args.max_eval_images < 1:
+        parser.error(f"Expected --max-eval-images >= 1. Received: --max-eval-images={args.max_eval_images}")
+    if not args.output.endswith(".tflite"):
+        parser.error(f"Expected --output to end in '.tflite'. Received: --output={args.output!r}")
+    if os.path.abspath(args.output) == os.path.abspath(args.model):
+        parser.error("Expected --output to differ from the model file. Received: the same path")
+
+    import kerasseg
+    from kerasseg import data as ksdata
+    from kerasseg.export import AccuracyDropError, export_metadata, export_verified
+
+    try:
+        model = kerasseg.load_model(args.model)
+        if getattr(model, "kerasseg_metadata", None) is None:
+            print(f"warning: {args.model} carries no kerasseg metadata; assuming ImageNet normalisation",
+                  file=sys.stderr)
+        metadata = export_metadata(model, None)
+        try:
+            from kerasseg.data.folder import read_classes
+
+            classes = read_classes(args.data_dir)
+        except (FileNotFoundError, ValueError, ImportError):
+            classes = None
+        if classes is not None and len(classes.names) == metadata.num_classes:
+            metadata = metadata.with_dataset(
+                class_names=metadata.class_names or classes.names, palette=metadata.palette or classes.colors,
+                ignore_label=classes.ignore_label)
+        norm = (list(metadata.mean), list(metadata.std))
+        calibration = None
+        if args.mode == "int8":
+            calibration = ksdata.load_dataset(args.dataset, args.data_dir, "train", batch_size=1, augment=False,
+                                              normalization=norm, shuffle=True, seed=0)
+        val = ksdata.load_dataset(args.dataset, args.data_dir, "val", batch_size=1, augment=False,
+                                  normalization=norm, shuffle=False)
+        report = export_verified(model, args.output, args.mode, eval_data=val, representative_data=calibration,
+                                 num_calibration_samples=args.num_calibration, output=args.output_head,
+                                 metadata=metadata, io_dtype=args.io_dtype, max_miou_drop=args.max_miou_drop,
+                                 force=args.force, max_eval_images=args.max_eval_images, num_threads=args.threads)
+    except AccuracyDropError as e:
+        _print_report(e.report, args)
+        print(f"refused: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _print_report(report, args)
+    note = " (forced past the mIoU bound)" if report["forced"] else ""
+    print(f"wrote {args.output} and {os.path.splitext(args.output)[0]}.json{note}")
+    return 0
+
+
+def _print_report(report: dict, args) -> None:
+    err = report.get("max_abs_logit_error")
+    if err is None:
+        err = report.get("max_abs_probability_error")
+    rows = [
+        ("mode / output head", f"{args.mode} / {args.output_head}"),
+        ("val images scored", str(report["num_images"])),
+        ("Keras mIoU", f"{100 * report['keras_miou']:.2f}"),
+        ("TFLite mIoU", f"{100 * report['tflite_miou']:.2f}"),
+        ("mIoU drop", f"{report['miou_drop']:+.2f} points (bound {report['max_miou_drop']:g})"),
+        ("pixel agreement", f"{100 * report['pixel_agreement']:.2f} %"),
+        ("max abs output error", "n/a (label head)" if err is None else f"{err:.4g}"),
+        ("size .keras / .tflite", f"{_mib(os.path.getsize(args.model))} / {_mib(report['tflite_bytes'])}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k.ljust(width)}  {v}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
