@@ -1,5 +1,23 @@
-"""Evaluation: one confusion matrix for every runtime, scores and reports."""
+"""Evaluation: one confusion matrix for every runtime, whole / sliding-window / multi-scale inference, scores and
+reports.
+
+Typical use with a Keras model::
+
+    from kerasseg.evaluation import evaluate, format_table, keras_predict_fn, write_report
+
+    result = evaluate(keras_predict_fn(model), dataset, num_classes=19, ignore_label=255, mode="slide")
+    print(format_table(result))
+    write_report(result, "runs/eval")  # metrics.json and confusion.png
+
+Any runtime plugs in through a predict function (see `kerasseg.evaluation.inference`).
+"""
 
 from kerasseg.evaluation.confusion import ConfusionMatrix, scores_from_confusion
+from kerasseg.evaluation.evaluator import EvaluationResult, evaluate
+from kerasseg.evaluation.inference import (DEFAULT_SCALES, MODES, KerasPredictor, keras_predict_fn, predict_labels,
+                                           predict_logits, window_starts)
+from kerasseg.evaluation.report import format_table, save_confusion_png, write_report
 
-__all__ = ["ConfusionMatrix", "scores_from_confusion"]
+__all__ = ["ConfusionMatrix", "scores_from_confusion", "EvaluationResult", "evaluate", "DEFAULT_SCALES", "MODES",
+           "KerasPredictor", "keras_predict_fn", "predict_labels", "predict_logits", "window_starts",
+           "format_table", "save_confusion_png", "write_report"]

@@ -18,7 +18,9 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
 
     Returns:
         dict with ``miou``, ``iou`` (per class, NaN where the union is empty), ``pixel_accuracy``,
-        ``mean_accuracy``, ``dice`` (per class F1) and ``mean_dice``.
+        ``mean_accuracy``, ``accuracy`` (per class recall, NaN for classes without ground truth), ``dice`` (per
+        class F1), ``mean_dice`` and ``frequency_weighted_iou`` (IoU weighted by ground-truth frequency; Long et
+        al., "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015).
     """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
@@ -38,6 +40,8 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
         "mean_accuracy": nanmean(acc),
         "dice": dice,
         "mean_dice": nanmean(dice),
+        "accuracy": acc,
+        "frequency_weighted_iou": float(np.nansum(gt * iou) / total) if total else float("nan"),
     }
 
 

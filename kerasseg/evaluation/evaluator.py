@@ -1,0 +1,245 @@
+"""Scoring a predict function on a dataset: `evaluate` and its `EvaluationResult`.
+
+The same `ConfusionMatrix` accumulates the predictions of a Keras model, a TFLite file or an ONNX model, so their
+scores are directly comparable; see `kerasseg.evaluation.inference` for the predict-function interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from kerasseg.evaluation.confusion import ConfusionMatrix, scores_from_confusion
+from kerasseg.evaluation.inference import DEFAULT_SCALES, MODES, _input_size, _pair, predict_logits
+from kerasseg.evaluation.progress import progress_bar
+
+__all__ = ["EvaluationResult", "evaluate"]
+
+
+def _finite_or_none(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# eq=False: the numpy fields make field-wise equality ambiguous; compare `confusion` explicitly instead.
+@dataclasses.dataclass(eq=False)
+class EvaluationResult:
+    """A confusion matrix and every score derived from it.
+
+    Attributes:
+        confusion: ``(C, C)`` int64 pixel counts, rows ground truth, columns prediction.
+        class_names: one name per class.
+        ignore_label: the label value that was not scored.
+        num_images: number of images evaluated.
+        settings: how the predictions were made (mode, scales, flip, stride, input size...).
+        seconds: wall time of the evaluation.
+
+    The scores (`scores_from_confusion`) are available as attributes: ``miou``, ``iou`` (per class, NaN for a class
+    absent from labels and predictions), ``pixel_accuracy``, ``mean_accuracy``, ``accuracy`` (per class),
+    ``dice`` (per class), ``mean_dice`` and ``frequency_weighted_iou``.
+    """
+
+    confusion: np.ndarray
+    class_names: list
+    ignore_label: int | None = 255
+    num_images: int = 0
+    settings: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __post_init__(self):
+        self.confusion = np.asarray(self.confusion, np.int64)
+        if self.confusion.ndim != 2 or self.confusion.shape[0] != self.confusion.shape[1]:
+            raise ValueError(f"Expected a square (C, C) confusion matrix. Received: confusion of shape "
+                             f"{self.confusion.shape}")
+        if self.class_names is None:
+            self.class_names = [str(i) for i in range(self.confusion.shape[0])]
+        self.class_names = [str(n) for n in self.class_names]
+        if len(self.class_names) != self.confusion.shape[0]:
+            raise ValueError(f"Expected {self.confusion.shape[0]} class names (one per class). Received: "
+                             f"{len(self.class_names)} names {self.class_names}")
+        self.scores = scores_from_confusion(self.confusion)
+
+    # The scores as attributes, for code such as ``result.miou`` or ``result.iou[c]``.
+    miou = property(lambda self: self.scores["miou"], doc="Mean IoU over the classes with a non-empty union.")
+    iou = property(lambda self: self.scores["iou"], doc="Per-class IoU (NaN where the union is empty).")
+    pixel_accuracy = property(lambda self: self.scores["pixel_accuracy"], doc="Fraction of correct pixels.")
+    mean_accuracy = property(lambda self: self.scores["mean_accuracy"], doc="Mean per-class accuracy.")
+    accuracy = property(lambda self: self.scores["accuracy"], doc="Per-class accuracy (recall).")
+    dice = property(lambda self: self.scores["dice"], doc="Per-class Dice / F1.")
+    mean_dice = property(lambda self: self.scores["mean_dice"], doc="Mean Dice / F1.")
+    frequency_weighted_iou = property(lambda self: self.scores["frequency_weighted_iou"],
+                                      doc="IoU weighted by ground-truth class frequency.")
+
+    @property
+    def num_classes(self) -> int:
+        return self.confusion.shape[0]
+
+    @property
+    def num_pixels(self) -> int:
+        """Number of scored pixels."""
+        return int(self.confusion.sum())
+
+    def per_class(self) -> list[dict]:
+        """One dict per class: ``name``, ``iou``, ``accuracy``, ``dice`` (``None`` where undefined),
+        ``gt_pixels`` and ``predicted_pixels``."""
+        gt = self.confusion.sum(axis=1)
+        pred = self.confusion.sum(axis=0)
+        return [{"name": name, "iou": _finite_or_none(self.scores["iou"][c]),
+                 "accuracy": _finite_or_none(self.scores["accuracy"][c]),
+                 "dice": _finite_or_none(self.scores["dice"][c]),
+                 "gt_pixels": int(gt[c]), "predicted_pixels": int(pred[c])}
+                for c, name in enumerate(self.class_names)]
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (undefined scores as ``None``), including the confusion matrix."""
+        return {
+            "miou": _finite_or_none(self.scores["miou"]),
+            "pixel_accuracy": _finite_or_none(self.scores["pixel_accuracy"]),
+            "mean_accuracy": _finite_or_none(self.scores["mean_accuracy"]),
+            "mean_dice": _finite_or_none(self.scores["mean_dice"]),
+            "frequency_weighted_iou": _finite_or_none(self.scores["frequency_weighted_iou"]),
+            "num_images": int(self.num_images),
+            "num_pixels": self.num_pixels,
+            "ignore_label": self.ignore_label,
+            "seconds": float(self.seconds),
+            "settings": self.settings,
+            "classes": self.per_class(),
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvaluationResult":
+        """Rebuilds a result from `to_dict` output (the scores are recomputed from the confusion matrix)."""
+        try:
+            return cls(confusion=np.asarray(d["confusion_matrix"], np.int64),
+                       class_names=[c["name"] for c in d["classes"]], ignore_label=d.get("ignore_label"),
+                       num_images=int(d.get("num_images", 0)), settings=dict(d.get("settings", {})),
+                       seconds=float(d.get("seconds", 0.0)))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"Expected an evaluation result dict with 'confusion_matrix' and 'classes'. "
+                             f"Received: a dict with keys {sorted(d) if isinstance(d, dict) else type(d)} ({e})") \
+                from None
+
+    def to_json(self, path) -> str:
+        """Writes `to_dict` as JSON to ``path`` atomically; returns the path."""
+        from kerasseg.saving import atomic_path
+
+        path = os.fspath(path)
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+        return path
+
+    @classmethod
+    def from_json(cls, path) -> "EvaluationResult":
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Expected an existing metrics JSON file. Received: path={path!r}")
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+def _to_numpy(x) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _pairs(data) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """Yields unbatched ``(image (H, W, C), label (H, W))`` pairs from batched or unbatched elements."""
+    for index, element in enumerate(data):
+        if isinstance(element, dict) or not isinstance(element, (tuple, list)) or len(element) != 2:
+            raise ValueError(f"Expected dataset elements to be (image, label) pairs. Received: element {index} of "
+                             f"type {type(element).__name__}")
+        image, label = _to_numpy(element[0]), _to_numpy(element[1])
+        if image.ndim == 3:
+            image, label = image[None], label[None]
+        if label.ndim == 4 and label.shape[-1] == 1:
+            label = label[..., 0]
+        if image.ndim != 4 or label.ndim != 3 or image.shape[:3] != label.shape:
+            raise ValueError(f"Expected images (H, W, C) or (B, H, W, C) with labels (H, W) or (B, H, W) of the same "
+                             f"size. Received: image of shape {image.shape} and label of shape {label.shape} "
+                             f"(element {index})")
+        if not np.issubdtype(label.dtype, np.integer):
+            if not np.all(label == np.round(label)):
+                raise ValueError(f"Expected integer labels. Received: labels of dtype {label.dtype} with "
+                                 f"fractional values (element {index})")
+            label = label.astype(np.int64)
+        yield from zip(image, label)
+
+
+def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int | None = 255,
+             class_names: Sequence[str] | None = None, mode: str = "whole", input_size=None,
+             scales: Sequence[float] = DEFAULT_SCALES, flip: bool | None = None, stride=None,
+             output: str = "logits", batch_size: int = 1, max_images: int | None = None,
+             progress: bool = False) -> EvaluationResult:
+    """Predicts every image of ``data`` at its own size and scores the predictions against the labels.
+
+    Args:
+        predict_fn: the model as a predict function (see `kerasseg.evaluation.inference`; `keras_predict_fn` for a
+            Keras model).
+        data: a ``tf.data.Dataset`` or any iterable of ``(image, label)`` pairs: normalised float32 images
+            ``(H, W, 3)`` and integer labels ``(H, W)`` (or ``(H, W, 1)``), unbatched or batched; images may differ
+            in size.
+        num_classes: number of classes.
+        ignore_label: label value that is not scored (labels outside ``[0, num_classes)`` are skipped as well).
+        class_names: one name per class (class indices when omitted).
+        mode, input_size, scales, flip, stride, output, batch_size: as in `predict_logits`.
+        max_images: stop after this many images.
+        progress: show a progress bar on stderr (tqdm when installed, a text counter otherwise).
+
+    Returns:
+        An `EvaluationResult` (confusion matrix, mIoU, per-class IoU, accuracies, Dice...).
+
+    Raises:
+        ValueError: malformed elements or arguments, or an empty dataset.
+    """
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or int(num_classes) < 1:
+        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
+    num_classes = int(num_classes)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"Expected {num_classes} class names (num_classes). Received: {len(class_names)} names "
+                         f"{list(class_names)}")
+    if max_images is not None and (isinstance(max_images, bool) or int(max_images) != max_images or max_images < 1):
+        raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
+    if mode not in MODES:
+        raise ValueError(f"Expected mode to be one of {MODES}. Received: mode={mode!r}")
+    input_size = _input_size(predict_fn, input_size)
+    if stride is not None:
+        stride = _pair(stride, "stride")
+    kwargs = dict(input_size=input_size, mode=mode, scales=scales, flip=flip, stride=stride,
+                  num_classes=num_classes, output=output, batch_size=batch_size)
+    confusion = ConfusionMatrix(num_classes, ignore_label)
+    total = None
+    if hasattr(data, "__len__"):
+        try:
+            total = len(data)
+        except TypeError:  # a tf.data.Dataset of unknown cardinality
+            total = None
+    if max_images is not None:
+        total = max_images if total is None else min(total, max_images)
+    count = 0
+    start = time.perf_counter()
+    with progress_bar(total, desc="evaluating", enabled=progress) as bar:
+        for image, label in _pairs(data):
+            scores = predict_logits(predict_fn, image, **kwargs)
+            confusion.update(label, np.argmax(scores, axis=-1))
+            count += 1
+            bar.update(1)
+            if max_images is not None and count >= max_images:
+                break
+    if count == 0:
+        raise ValueError("Expected at least one (image, label) pair. Received: an empty dataset")
+    seconds = time.perf_counter() - start
+    settings = {"mode": mode, "flip": bool(mode == "multiscale" if flip is None else flip),
+                "input_size": list(input_size)}
+    if mode != "whole":
+        settings["stride"] = list(stride or (math.ceil(input_size[0] * 2 / 3), math.ceil(input_size[1] * 2 / 3)))
+    if mode == "multiscale":
+        settings["scales"] = [float(s) for s in (scales if isinstance(scales, (list, tuple)) else [scales])]
+    return EvaluationResult(confusion=confusion.matrix.copy(), class_names=list(class_names) if class_names else None,
+                            ignore_label=ignore_label, num_images=count, settings=settings, seconds=seconds)
