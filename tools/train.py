@@ -3,53 +3,117 @@
 
 Example::
 
-    python tools/train.py --model erfnet --dataset synthetic --data-dir runs/synthetic \
+    python tools/train.py --model erfnet --dataset synthetic --data-dir runs/synthetic \\
         --input-size 128x256 --epochs 30 --batch-size 8 --lr 5e-4 --output-dir runs/erfnet
 
+Every option can also come from a YAML (or JSON) file, ``--config run.yaml``, whose keys are the option names
+(``input_size: 128x256`` or ``input-size: 128x256``); flags given on the command line override the file. The
+resolved options are printed and written to ``OUT/config.json``.
+
 Writes ``OUT/best.keras`` (best validation mIoU), ``OUT/final.keras``, ``OUT/history.csv`` and ``OUT/config.json``.
+Running the same command again after an interruption resumes from ``OUT/backup``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def _flag(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, received {value!r}")
+
+
+def _optional_int(value: str):
+    return None if value.lower() == "none" else int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="erfnet", help="registry name (see kerasseg.list_models())")
-    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "folder"])
-    p.add_argument("--data-dir", default="runs/synthetic", help="dataset root (generated there for 'synthetic')")
-    p.add_argument("--input-size", default="128x256", help="HEIGHTxWIDTH of the model input and training crops")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (poly decay, power 0.9)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-train", type=int, default=300, help="synthetic training scenes")
-    p.add_argument("--num-val", type=int, default=60, help="synthetic validation scenes")
-    p.add_argument("--model-kwargs", default="{}", help="JSON dict of extra builder arguments")
-    p.add_argument("--output-dir", default="runs/train")
-    p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
+    # Every default is None so that only the flags actually given override the config file and the defaults of
+    # TrainConfig (which the help texts quote).
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=None)
+    p.add_argument("--config", help="YAML or JSON file of options; command-line flags override it")
+    p.add_argument("--model", help="registry name (see kerasseg.list_models()); default erfnet")
+    p.add_argument("--dataset", choices=["synthetic", "folder"], help="default synthetic")
+    p.add_argument("--data-dir", help="dataset root (generated there for 'synthetic'); default runs/synthetic")
+    p.add_argument("--input-size", help="HEIGHTxWIDTH of the model input and training crops; default 128x256")
+    p.add_argument("--epochs", type=int, help="default 10")
+    p.add_argument("--batch-size", type=int, help="global batch size; default 8")
+    p.add_argument("--steps-per-epoch", type=_optional_int, help="default: training images // batch size")
+    p.add_argument("--lr", type=float, help="peak learning rate (poly decay, power 0.9); default 5e-4")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], help="default adamw; sgd uses --momentum")
+    p.add_argument("--momentum", type=float, help="SGD momentum; default 0.9")
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay; default 1e-4")
+    p.add_argument("--warmup-epochs", type=float, help="linear warm-up in epochs; default 0")
+    p.add_argument("--loss", help="loss name or weighted sum: ce, ohem, dice, focal, lovasz, e.g. 'ce+0.5*lovasz'; "
+                                  "default ce")
+    p.add_argument("--class-weights", help="none | median | enet | path to a JSON list; default none")
+    p.add_argument("--aux-weight", type=float, help="loss weight of an auxiliary output (PSPNet aux=true); "
+                                                    "default 0.4")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--deterministic", action="store_const", const=True,
+                   help="seeded, op-deterministic training (reproducible weights; slower)")
+    p.add_argument("--mixed-precision", action="store_const", const=True,
+                   help="mixed_float16 compute with float32 logits (GPU)")
+    p.add_argument("--jit", action="store_const", const=True, help="XLA-compile the train step")
+    p.add_argument("--strategy", choices=["none", "mirrored"],
+                   help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); default none")
+    p.add_argument("--sync-bn", action="store_const", const=True, help="batch norm over all replicas")
+    p.add_argument("--backup-freq", help="BackupAndRestore frequency: epoch | STEPS | none; default epoch")
+    p.add_argument("--tensorboard", action="store_const", const=True,
+                   help="log losses, mIoU, per-class IoU, learning rate and overlays to OUT/tensorboard")
+    p.add_argument("--tensorboard-images", type=int, help="validation overlays per epoch; default 3")
+    p.add_argument("--init-from", help="a .keras checkpoint to copy weights from (by layer name and shape)")
+    p.add_argument("--freeze-encoder", action="store_const", const=True, help="train the decoder only")
+    p.add_argument("--unfreeze-at-epoch", type=int, help="with --freeze-encoder: train everything from this epoch")
+    p.add_argument("--num-train", type=int, help="synthetic training scenes; default 300")
+    p.add_argument("--num-val", type=int, help="synthetic validation scenes; default 60")
+    p.add_argument("--model-kwargs", help="JSON dict of extra builder arguments, e.g. '{\"aux\": true}'")
+    p.add_argument("--output-dir", help="default runs/train")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="default 2")
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        model_kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"--model-kwargs: expected a JSON object. Received: {args.model_kwargs!r} ({e})")
-    from kerasseg.training import TrainConfig, train
+def resolve_config(argv=None):
+    """The `TrainConfig` of a command line: defaults, then ``--config`` file, then the flags given."""
+    from kerasseg.training import config_from_dict, load_config_file
 
-    cfg = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir, output_dir=args.output_dir,
-                      input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed,
-                      num_train=args.num_train, num_val=args.num_val, model_kwargs=model_kwargs,
-                      verbose=args.verbose)
-    result = train(cfg)
+    args = build_parser().parse_args(argv)
+    values = load_config_file(args.config) if args.config else {}
+    given = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    if "model_kwargs" in given:
+        try:
+            given["model_kwargs"] = json.loads(given["model_kwargs"])
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--model-kwargs: expected a JSON object. Received: {given['model_kwargs']!r} ({e})")
+    values.update(given)
+    try:
+        return config_from_dict(values, source=args.config or "the command line").validate()
+    except ValueError as e:
+        raise SystemExit(f"train.py: {e}")
+
+
+def main(argv=None) -> int:
+    cfg = resolve_config(argv)
+    from kerasseg.training import TrainingDivergedError, train
+
+    try:
+        result = train(cfg)
+    except TrainingDivergedError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 3
     print(f"best val mIoU {result['best_val_miou']:.4f} at epoch {result['best_epoch']} "
           f"({result['seconds']:.0f} s); wrote {result['best_path']} and {result['final_path']}")
     return 0

@@ -1,7 +1,12 @@
-"""Training utilities: schedules, callbacks and the end-to-end `train` function."""
+"""Training utilities: configuration, schedules, callbacks, distribution, transfer learning and `train`."""
 
-from kerasseg.training.callbacks import BestModelCheckpoint
+from kerasseg.training.callbacks import (BestModelCheckpoint, LearningRateLogger, NaNGuard, SegmentationTensorBoard,
+                                         UnfreezeEncoder)
+from kerasseg.training.config import TrainConfig, config_from_dict, load_config_file, parse_size
 from kerasseg.training.schedules import PolyDecay
-from kerasseg.training.trainer import TrainConfig, parse_size, train
+from kerasseg.training.trainer import TrainingDivergedError, train
+from kerasseg.training.transfer import copy_weights, encoder_layers
 
-__all__ = ["BestModelCheckpoint", "PolyDecay", "TrainConfig", "parse_size", "train"]
+__all__ = ["BestModelCheckpoint", "LearningRateLogger", "NaNGuard", "PolyDecay", "SegmentationTensorBoard",
+           "TrainConfig", "TrainingDivergedError", "UnfreezeEncoder", "config_from_dict", "copy_weights",
+           "encoder_layers", "load_config_file", "parse_size", "train"]

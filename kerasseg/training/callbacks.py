@@ -8,7 +8,40 @@ import keras
 
 from kerasseg.saving import save_model
 
-__all__ = ["BestModelCheckpoint"]
+__all__ = ["BestModelCheckpoint", "GuardedBackupAndRestore", "LearningRateLogger", "NaNGuard", "SegmentationTensorBoard", "UnfreezeEncoder"]
+
+
+def _finite_loss(logs) -> bool:
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))
+
+
+class GuardedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that never backs up a diverged model and keeps the backup when training diverged.
+
+    Keras' callback saves at every epoch end and deletes the backup when ``fit`` returns, also when a NaN loss
+    stopped it; then the last good state would be lost.
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch"):
+        super().__init__(backup_dir, save_freq=save_freq)
+        self.diverged = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not _finite_loss(logs):
+            self.diverged = True
+        if not self.diverged:
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _finite_loss(logs):
+            self.diverged = True
+        if not self.diverged:
+            super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        if not self.diverged:
+            super().on_train_end(logs)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -22,10 +55,15 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         monitor: logged quantity, e.g. ``"val_miou"``.
         mode: ``"max"`` or ``"min"``.
         metadata: `ModelMetadata` to store (defaults to the model's).
+        save_model: the model to write instead of the trained one, e.g. an inference view without an auxiliary
+            output (it shares the trained model's layers, so it always holds the current weights).
+        enabled: ``False`` tracks the best value without writing (non-chief workers of a multi-worker run).
     """
 
-    def __init__(self, path: str, monitor: str = "val_miou", mode: str = "max", metadata=None, verbose: int = 1):
+    def __init__(self, path: str, monitor: str = "val_miou", mode: str = "max", metadata=None, verbose: int = 1,
+                 save_model=None, enabled: bool = True):
         super().__init__()
+        self.save_model, self.enabled = save_model, enabled
         if mode not in ("max", "min"):
             raise ValueError(f"Expected mode 'max' or 'min'. Received: mode={mode!r}")
         self.path, self.monitor, self.mode, self.metadata, self.verbose = path, monitor, mode, metadata, verbose
@@ -33,6 +71,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _finite_loss(logs):
+            return  # a diverged model is never "best", whatever its validation score
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise KeyError(f"BestModelCheckpoint monitors {self.monitor!r}, which is not in the logs. "
@@ -40,8 +80,128 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         value = float(value)
         better = value > self.best if self.mode == "max" else value < self.best
         if better and not math.isnan(value):
-            if self.verbose:
+            if self.verbose and self.enabled:
                 print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.4f} to {value:.4f}, "
                       f"saving {self.path}")
             self.best, self.best_epoch = value, epoch
-            save_model(self.model, self.path, metadata=self.metadata)
+            if self.enabled:
+                save_model(self.save_model if self.save_model is not None else self.model, self.path,
+                           metadata=self.metadata)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's current learning rate to the epoch logs as ``learning_rate`` (for CSV / TensorBoard)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            lr = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, with a message that says what happened and what is kept.
+
+    Keras' ``TerminateOnNaN`` stops silently in non-verbose runs; this records the step so that `train` can report
+    it, and the checkpoints written before (``best.keras``, the backup) stay untouched.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.stopped_at = (getattr(self, "_epoch", 0) + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+class UnfreezeEncoder(keras.callbacks.Callback):
+    """Makes the frozen encoder trainable at the start of epoch ``epoch`` (1-based) and re-traces the train step.
+
+    The optimizer must have been built with all variables before the encoder was frozen, so that it holds slots for
+    the encoder variables too.
+    """
+
+    def __init__(self, epoch: int, verbose: int = 1):
+        super().__init__()
+        self.epoch, self.verbose = int(epoch), verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from kerasseg.training.transfer import set_encoder_trainable
+
+        # Also after a resume past the unfreeze epoch: the restored run must train what the original trained.
+        if epoch + 1 >= self.epoch and not all(layer.trainable for layer in self.model.layers):
+            n = set_encoder_trainable(self.model, True)
+            self.model.make_train_function(force=True)
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: unfroze {n} encoder layers")
+
+
+class SegmentationTensorBoard(keras.callbacks.Callback):
+    """Per-class validation IoU and validation images with predicted overlays for TensorBoard.
+
+    Losses, mIoU and the learning rate are written by ``keras.callbacks.TensorBoard`` (with `LearningRateLogger`);
+    this adds what it cannot: ``val_iou/<class>`` scalars read from the `kerasseg.metrics.MeanIoU` metric after
+    validation, and ``val_overlay`` images (input, prediction overlay, ground truth overlay side by side).
+
+    Args:
+        log_dir: TensorBoard folder (written under ``log_dir/validation``).
+        images: a normalised validation batch ``(N, H, W, 3)`` to predict each epoch.
+        labels: its labels ``(N, H, W)``.
+        metadata: `kerasseg.preprocessing.ModelMetadata` (mean / std, class names, palette, ignore label).
+        predict_model: the model whose (main) output is predicted; defaults to the trained model.
+    """
+
+    def __init__(self, log_dir: str, images, labels, metadata, predict_model=None):
+        super().__init__()
+        import os
+
+        import tensorflow as tf
+
+        self.images, self.labels, self.metadata, self.predict_model = images, labels, metadata, predict_model
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation"))
+
+    def _miou_metric(self):
+        from kerasseg.metrics import MeanIoU
+
+        def walk(metrics):
+            for m in metrics:
+                if isinstance(m, MeanIoU):
+                    return m
+                found = walk(getattr(m, "metrics", []) or [])
+                if found is not None:
+                    return found
+            return None
+
+        return walk(self.model.metrics)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import numpy as np
+        import tensorflow as tf
+
+        from kerasseg.visualize import denormalize, overlay
+
+        meta = self.metadata
+        model = self.predict_model if self.predict_model is not None else self.model
+        logits = model(self.images, training=False)
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        preds = np.asarray(keras.ops.convert_to_numpy(keras.ops.argmax(logits, axis=-1)))
+        rows = []
+        for image, pred, label in zip(np.asarray(self.images), preds, np.asarray(self.labels)):
+            rgb = denormalize(image, meta.mean, meta.std)
+            rows.append(np.concatenate([rgb, overlay(rgb, pred, meta.palette, ignore_label=meta.ignore_label),
+                                        overlay(rgb, label, meta.palette, ignore_label=meta.ignore_label)], axis=1))
+        metric = self._miou_metric()
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("val_overlay (image | prediction | ground truth)", np.stack(rows),
+                             max_outputs=len(rows))
+            if metric is not None:
+                for name, iou in zip(meta.class_names, metric.per_class_iou()):
+                    if np.isfinite(iou):
+                        tf.summary.scalar(f"val_iou/{name}", float(iou))
+        self.writer.flush()

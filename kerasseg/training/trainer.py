@@ -5,82 +5,19 @@
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import math
 import os
 import time
 
-__all__ = ["TrainConfig", "train", "parse_size"]
+from kerasseg.training.config import TrainConfig, parse_size
+
+__all__ = ["TrainConfig", "train", "parse_size", "TrainingDivergedError"]
 
 
-def parse_size(text) -> tuple[int, int]:
-    """Parses ``"128x256"`` (height x width) or a pair into ``(height, width)``."""
-    if isinstance(text, (tuple, list)) and len(text) == 2:
-        h, w = text
-    else:
-        parts = str(text).lower().replace("×", "x").split("x")
-        if len(parts) != 2:
-            raise ValueError(f"Expected a size as HEIGHTxWIDTH, e.g. 128x256. Received: {text!r}")
-        h, w = parts
-    try:
-        h, w = int(h), int(w)
-    except ValueError:
-        raise ValueError(f"Expected integer HEIGHTxWIDTH, e.g. 128x256. Received: {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"Expected a positive HEIGHTxWIDTH. Received: {text!r}")
-    return h, w
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run depends on (also written next to the checkpoints as ``config.json``).
-
-    Attributes:
-        model: registry name.
-        dataset: dataset format (``"synthetic"`` or ``"folder"``).
-        data_dir: dataset root; for ``"synthetic"`` it is generated there when missing.
-        output_dir: where checkpoints, history and config go.
-        input_size: ``(height, width)`` of the model input and of the training crops.
-        epochs: training epochs.
-        batch_size: global batch size.
-        lr: peak learning rate of the poly schedule.
-        weight_decay: decoupled weight decay (AdamW).
-        warmup_epochs: linear warm-up length in epochs (may be fractional).
-        seed: seed for the data order, augmentation and weight initialisation.
-        num_train: synthetic training scenes to generate (synthetic only).
-        num_val: synthetic validation scenes to generate (synthetic only).
-        model_kwargs: extra builder arguments.
-        verbose: Keras ``fit`` verbosity.
-    """
-
-    model: str = "erfnet"
-    dataset: str = "synthetic"
-    data_dir: str = "runs/synthetic"
-    output_dir: str = "runs/train"
-    input_size: tuple = (128, 256)
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0
-    seed: int = 0
-    num_train: int = 300
-    num_val: int = 60
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
-    verbose: int = 2
-
-    def validate(self) -> "TrainConfig":
-        self.input_size = parse_size(self.input_size)
-        if self.dataset not in ("synthetic", "folder"):
-            raise ValueError(f"Expected dataset 'synthetic' or 'folder'. Received: dataset={self.dataset!r}")
-        for arg in ("epochs", "batch_size", "num_train", "num_val"):
-            value = getattr(self, arg)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected {arg} to be a positive integer. Received: {arg}={value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"Expected lr > 0. Received: lr={self.lr!r}")
-        return self
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the checkpoints written before are kept."""
 
 
 def _prepare_dataset(cfg: TrainConfig) -> str:
@@ -95,75 +32,241 @@ def _prepare_dataset(cfg: TrainConfig) -> str:
     return cfg.data_dir
 
 
-def train(cfg: TrainConfig) -> dict:
+def _completed_epochs(backup_dir: str) -> int:
+    """Epochs finished by an interrupted run, from the BackupAndRestore metadata (0 when there is none)."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isfile(path):
+        return 0
+    try:
+        with open(path) as f:
+            return int(json.load(f).get("epoch", 0))
+    except (ValueError, OSError):
+        return 0
+
+
+def _make_optimizer(cfg: TrainConfig, schedule):
+    import keras
+
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay if cfg.weight_decay > 0 else None)
+    return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+
+
+@contextlib.contextmanager
+def _precision_policy(mixed: bool):
+    """Sets the global Keras dtype policy for the duration of a run and restores it afterwards."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _float32_outputs(model):
+    """The model with float32 outputs: under mixed precision the logits must leave the model in float32."""
+    import keras
+
+    if all(o.dtype == "float32" for o in model.outputs):
+        return model
+    outputs = [keras.layers.Activation("linear", dtype="float32", name=f"{o.name.split('/')[0]}_float32")(o)
+               for o in model.outputs]
+    wrapped = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    wrapped.kerasseg_metadata = model.kerasseg_metadata
+    return wrapped
+
+
+def train(cfg: TrainConfig, callbacks=None) -> dict:
     """Trains a model as described by ``cfg``.
 
     Writes ``best.keras`` (best validation mIoU), ``final.keras``, ``history.csv`` and ``config.json`` to
-    ``cfg.output_dir``.
+    ``cfg.output_dir`` (and ``backup/`` while running, ``tensorboard/`` with ``cfg.tensorboard``). The saved models
+    are the inference models: a second (auxiliary) output is dropped. Running again on the same ``output_dir``
+    after an interruption resumes from ``backup/``.
+
+    Args:
+        cfg: the run's options.
+        callbacks: extra Keras callbacks, run after the built-in ones.
 
     Returns:
         dict with ``best_val_miou``, ``best_epoch``, ``history`` (per-epoch logs), ``seconds``, ``best_path``,
-        ``final_path`` and ``num_classes``.
+        ``final_path``, ``num_classes``, ``steps_per_epoch``, ``initial_epoch`` (epochs restored from a backup),
+        ``class_weights`` and ``transfer`` (the `copy_weights` report with ``init_from``).
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite (``best.keras`` and the backup stay as they were).
     """
+    cfg.validate()
+    with _precision_policy(cfg.mixed_precision):
+        return _train(cfg, list(callbacks or []))
+
+
+def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     import keras
+    import tensorflow as tf
 
     import kerasseg
     from kerasseg import data as ksdata
+    from kerasseg.data.class_weights import resolve_class_weights
     from kerasseg.data.folder import list_pairs, read_classes
-    from kerasseg.losses import SparseCategoricalCrossentropyIgnore
+    from kerasseg.losses import get_loss
     from kerasseg.metrics import MeanIoU
     from kerasseg.saving import atomic_path, save_model
-    from kerasseg.training.callbacks import BestModelCheckpoint
+    from kerasseg.training import callbacks as kscb
+    from kerasseg.training.distribute import is_chief, make_strategy, synchronize_batch_norm
     from kerasseg.training.schedules import PolyDecay
+    from kerasseg.training.transfer import copy_weights, set_encoder_trainable
 
-    cfg.validate()
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    if cfg.deterministic:
+        # Op determinism makes every kernel (and tf.data's parallel map order) reproducible; it needs a global seed.
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(cfg.strategy)
+    chief = is_chief(strategy)
+    out = cfg.output_dir
+    os.makedirs(out, exist_ok=True)
     root = _prepare_dataset(cfg)
-    fmt = "folder"
     classes = read_classes(root)
     num_classes = classes.num_classes
+    class_weights = resolve_class_weights(cfg.class_weights, root, num_classes)
     keras.utils.set_random_seed(cfg.seed)
 
     h, w = cfg.input_size
-    model = kerasseg.build_model(cfg.model, num_classes=num_classes, input_shape=(h, w, 3), **cfg.model_kwargs)
-    metadata = model.kerasseg_metadata.with_dataset(class_names=classes.names, palette=classes.colors,
-                                                    ignore_label=classes.ignore_label)
-    metadata.extra["training"] = {"dataset": cfg.dataset, "data_dir": os.path.abspath(root),
-                                  "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr}
-    model.kerasseg_metadata = metadata
-    norm = (metadata.mean, metadata.std)
+    with strategy.scope():
+        model = kerasseg.build_model(cfg.model, num_classes=num_classes, input_shape=(h, w, 3), **cfg.model_kwargs)
+        metadata = model.kerasseg_metadata.with_dataset(class_names=classes.names, palette=classes.colors,
+                                                        ignore_label=classes.ignore_label)
+        metadata.extra["training"] = {"dataset": cfg.dataset, "data_dir": os.path.abspath(root),
+                                      "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                                      "loss": cfg.loss, "optimizer": cfg.optimizer}
+        model.kerasseg_metadata = metadata
+        transfer = None
+        if cfg.init_from:
+            transfer = copy_weights(cfg.init_from, model)
+            if cfg.verbose:
+                print(f"init_from {cfg.init_from}: copied {len(transfer['copied'])} layers, "
+                      f"{len(transfer['shape_mismatch'])} with other shapes kept "
+                      f"({', '.join(transfer['shape_mismatch']) or 'none'}), "
+                      f"{len(transfer['missing'])} absent from the checkpoint", flush=True)
+        if cfg.sync_bn:
+            model = synchronize_batch_norm(model)
+        if cfg.mixed_precision:
+            model = _float32_outputs(model)
+        num_outputs = len(model.outputs)
+        if num_outputs > 2:
+            raise ValueError(f"Expected a model with 1 output (logits) or 2 (logits, auxiliary logits). "
+                             f"Received: model={cfg.model!r} with {num_outputs} outputs")
+        # The saved model is the inference model: only the main output (it shares the trained layers).
+        inference_model = model if num_outputs == 1 else keras.Model(model.inputs, model.outputs[0],
+                                                                     name=model.name)
+        inference_model.kerasseg_metadata = metadata
 
-    num_train = len(list_pairs(root, "train"))
-    steps_per_epoch = max(1, num_train // cfg.batch_size)
-    train_ds = ksdata.load_dataset(fmt, root, "train", batch_size=cfg.batch_size, crop_size=(h, w), augment=True,
-                                   normalization=norm, seed=cfg.seed, repeat=True)
-    val_ds = ksdata.load_dataset(fmt, root, "val", batch_size=cfg.batch_size, crop_size=(h, w), augment=False,
+        norm = (metadata.mean, metadata.std)
+        num_train = len(list_pairs(root, "train"))
+        steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        schedule = PolyDecay(cfg.lr, decay_steps=total_steps, power=0.9,
+                             warmup_steps=min(int(cfg.warmup_epochs * steps_per_epoch), total_steps - 1))
+        optimizer = _make_optimizer(cfg, schedule)
+        loss = get_loss(cfg.loss, ignore_label=classes.ignore_label,
+                        **({"class_weights": class_weights} if class_weights is not None else {}))
+        miou = MeanIoU(num_classes, ignore_label=classes.ignore_label)
+        if num_outputs == 1:
+            compile_args = {"loss": loss, "metrics": [miou]}
+        else:
+            aux_loss = get_loss(cfg.loss, ignore_label=classes.ignore_label,
+                                **({"class_weights": class_weights} if class_weights is not None else {}))
+            compile_args = {"loss": [loss, aux_loss], "loss_weights": [1.0, float(cfg.aux_weight)],
+                            "metrics": [[miou], []]}
+        if cfg.freeze_encoder:
+            # Slots for every variable first, so that unfreezing later needs no new optimizer.
+            optimizer.build(model.trainable_variables)
+            set_encoder_trainable(model, False)
+        model.compile(optimizer=optimizer, jit_compile="auto" if cfg.jit is None else cfg.jit, **compile_args)
+
+    backup_dir = os.path.join(out, "backup")
+    initial_epoch = _completed_epochs(backup_dir) if cfg.backup_freq != "none" else 0
+    train_ds = ksdata.load_dataset("folder", root, "train", batch_size=cfg.batch_size, crop_size=(h, w),
+                                   augment=cfg.augment, normalization=norm, seed=cfg.seed, repeat=True)
+    if initial_epoch:
+        # A resumed run continues the data stream where the interrupted one stood after its last backed-up epoch,
+        # so a deterministic run sees exactly the batches an uninterrupted run would.
+        train_ds = train_ds.skip(initial_epoch * steps_per_epoch)
+    val_ds = ksdata.load_dataset("folder", root, "val", batch_size=cfg.batch_size, crop_size=(h, w), augment=False,
                                  normalization=norm)
+    if num_outputs == 2:
+        # The auxiliary head is supervised with the same labels as the main output.
+        train_ds = train_ds.map(lambda x, y: (x, (y, y)))
+        val_ds = val_ds.map(lambda x, y: (x, (y, y)))
+    options = tf.data.Options()
+    options.deterministic = True
+    # Each replica takes its share of every global batch (file sharding would change the batches' contents).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
 
-    total_steps = steps_per_epoch * cfg.epochs
-    schedule = PolyDecay(cfg.lr, decay_steps=total_steps, power=0.9,
-                         warmup_steps=min(int(cfg.warmup_epochs * steps_per_epoch), total_steps - 1))
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
-    model.compile(optimizer=optimizer,
-                  loss=SparseCategoricalCrossentropyIgnore(ignore_label=classes.ignore_label),
-                  metrics=[MeanIoU(num_classes, ignore_label=classes.ignore_label)])
+    resolved = cfg.to_dict()
+    if chief:
+        with atomic_path(os.path.join(cfg.output_dir, "config.json")) as tmp, open(tmp, "w") as f:
+            json.dump(resolved, f, indent=2)
+    if cfg.verbose:
+        print("training config: " + json.dumps(resolved, sort_keys=True), flush=True)
+        if initial_epoch:
+            print(f"resuming from {backup_dir} after epoch {initial_epoch}", flush=True)
 
-    with atomic_path(os.path.join(cfg.output_dir, "config.json")) as tmp, open(tmp, "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
-
+    monitor = "val_miou"
+    if num_outputs == 2:
+        monitor = f"val_{model.output_names[0]}_miou"
     best_path = os.path.join(cfg.output_dir, "best.keras")
     final_path = os.path.join(cfg.output_dir, "final.keras")
-    best = BestModelCheckpoint(best_path, monitor="val_miou", mode="max", metadata=metadata,
-                               verbose=int(cfg.verbose > 0))
-    callbacks = [best, keras.callbacks.CSVLogger(os.path.join(cfg.output_dir, "history.csv")),
-                 keras.callbacks.TerminateOnNaN()]
+    best = kscb.BestModelCheckpoint(best_path, monitor=monitor, mode="max", metadata=metadata,
+                                    verbose=int(cfg.verbose > 0), save_model=inference_model, enabled=chief)
+    nan_guard = kscb.NaNGuard()
+    callbacks = [kscb.LearningRateLogger(), nan_guard, best]
+    if cfg.unfreeze_at_epoch is not None:
+        callbacks.append(kscb.UnfreezeEncoder(cfg.unfreeze_at_epoch, verbose=cfg.verbose))
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=initial_epoch > 0))
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (tf.summary needs it to write anything)
+        except ImportError:
+            raise ImportError("Expected the 'tensorboard' package for tensorboard=True (pip install tensorboard). "
+                              "Received: tensorboard=True without it installed") from None
+        log_dir = os.path.join(out, "tensorboard")
+        images, labels = next(iter(ksdata.load_dataset("folder", root, "val", batch_size=cfg.tensorboard_images,
+                                                       crop_size=(h, w), normalization=norm)))
+        callbacks += [keras.callbacks.TensorBoard(log_dir=log_dir),
+                      kscb.SegmentationTensorBoard(log_dir, images, labels, metadata,
+                                                   predict_model=inference_model)]
+    if cfg.backup_freq != "none":
+        # Last, after the checkpoint callbacks: a backup marks the epoch as done only once everything of it is saved.
+        callbacks.append(kscb.GuardedBackupAndRestore(backup_dir, save_freq=cfg.backup_freq))
+    callbacks += extra_callbacks
+
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
                         callbacks=callbacks, verbose=cfg.verbose)
     seconds = time.perf_counter() - start
-    save_model(model, final_path, metadata=metadata)
+    if nan_guard.stopped_at is not None:
+        epoch, step, value = nan_guard.stopped_at
+        kept = best_path if best.best_epoch is not None else "no checkpoint (no epoch completed)"
+        raise TrainingDivergedError(
+            f"Training diverged: the loss became {value} at epoch {epoch}, step {step}. Stopped; kept {kept}"
+            f"{' and the backup in ' + backup_dir if os.path.isdir(backup_dir) else ''}. "
+            f"Try a lower learning rate (lr={cfg.lr}), a warm-up (warmup_epochs) or check the data for "
+            f"NaN/Inf values.")
+    if chief:
+        save_model(inference_model, final_path, metadata=metadata)
     logs = [{k: float(v[i]) for k, v in history.history.items()} for i in range(len(history.epoch))]
+    if num_outputs == 2:
+        for entry in logs:
+            for key in list(entry):
+                if key.endswith(f"{model.output_names[0]}_miou"):
+                    entry[key.replace(f"{model.output_names[0]}_miou", "miou")] = entry[key]
     return {"best_val_miou": best.best if math.isfinite(best.best) else float("nan"),
             "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
             "history": logs, "seconds": seconds, "best_path": best_path, "final_path": final_path,
-            "num_classes": num_classes, "steps_per_epoch": steps_per_epoch}
+            "num_classes": num_classes, "steps_per_epoch": steps_per_epoch, "initial_epoch": initial_epoch,
+            "class_weights": class_weights, "transfer": transfer}
