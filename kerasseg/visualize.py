@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["default_palette", "resolve_palette", "colorize", "overlay", "denormalize", "label_image", "save_image",
-           "confusion_matrix_image", "save_confusion_png"]
+           "confusion_matrix_image", "save_confusion_png", "dataset_grid"]
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -293,3 +293,80 @@ def confusion_matrix_image(cm, class_names: Sequence[str] | None = None, *, norm
 def save_confusion_png(cm, class_names: Sequence[str] | None, path, *, normalize: bool = True) -> str:
     """Writes `confusion_matrix_image` (row-normalised by default) to ``path`` atomically; returns the path."""
     return save_image(confusion_matrix_image(cm, class_names, normalize=normalize), path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dataset grid
+# --------------------------------------------------------------------------------------------------------------
+
+
+def dataset_grid(images, labels, class_names: Sequence[str], palette=None, *, ignore_label: int | None = 255,
+                 alpha: float = 0.5, columns: int = 2, title: str | None = None) -> Image.Image:
+    """Draws examples as ``image | image with label overlay`` tiles in a grid, with a legend of class names.
+
+    The legend lists the classes present in the shown labels (and the ignore label, drawn unblended), so a person
+    can check that every label sits on its object after loading and augmentation.
+
+    Args:
+        images: uint8 ``(H, W, 3)`` arrays (sizes may differ).
+        labels: integer ``(H, W)`` label maps of the images' sizes.
+        class_names: one name per class.
+        palette: one ``[r, g, b]`` per class (default palette when ``None``).
+        ignore_label: label left unblended and listed as "ignore".
+        alpha: weight of the label colour in the overlay.
+        columns: tiles per row.
+        title: text above the grid.
+
+    Returns:
+        An RGB PIL image.
+    """
+    images, labels = list(images), list(labels)
+    if not images or len(images) != len(labels):
+        raise ValueError(f"Expected the same non-zero number of images and labels. Received: {len(images)} images, "
+                         f"{len(labels)} labels")
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"Expected columns to be a positive integer. Received: columns={columns!r}")
+    names = [str(n) for n in class_names]
+    palette = resolve_palette(palette, len(names))
+    tiles = []
+    present = set()
+    for image, label in zip(images, labels):
+        image, label = _rgb(image), _labels(label)
+        tiles.append(np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8),
+                                     overlay(image, label, palette, alpha, ignore_label)], axis=1))
+        present |= set(np.unique(label).tolist())
+    font = ImageFont.load_default()
+    pad = 6
+    tile_h = max(t.shape[0] for t in tiles)
+    tile_w = max(t.shape[1] for t in tiles)
+    columns = min(columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    text_h = _text_size(font, "Hg")[1]
+    top = pad + (text_h + pad if title else 0)
+
+    entries = [(palette[c], names[c]) for c in sorted(present) if 0 <= c < len(names)]
+    if ignore_label is not None and ignore_label in present:
+        entries.append(((0, 0, 0), f"ignore ({ignore_label})"))
+    others = sorted(v for v in present if not 0 <= v < len(names) and v != ignore_label)
+    if others:
+        entries.append(((0, 0, 0), f"other values {others[:6]}"))
+    width = max(pad + columns * (tile_w + pad), 200)
+    swatch = text_h + 4
+    entry_w = max(_text_size(font, n)[0] for _, n in entries) + swatch + 3 * pad if entries else 0
+    per_row = max(1, (width - pad) // entry_w) if entries else 1
+    legend_h = (-(-len(entries) // per_row)) * (swatch + pad) + pad if entries else 0
+    height = top + rows * (tile_h + pad) + legend_h
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, pad), title, fill="black", font=font)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, columns)
+        canvas.paste(Image.fromarray(tile), (pad + c * (tile_w + pad), top + r * (tile_h + pad)))
+    y0 = top + rows * (tile_h + pad)
+    for k, (colour, name) in enumerate(entries):
+        r, c = divmod(k, per_row)
+        x, y = pad + c * entry_w, y0 + r * (swatch + pad)
+        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(v) for v in colour), outline=(80, 80, 80))
+        draw.text((x + swatch + pad, y + 2 - font.getbbox(name)[1]), name, fill="black", font=font)
+    return canvas
