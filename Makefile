@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast test-heavy install clean
 
 install: $(STAMP)
 
@@ -24,7 +24,10 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not heavy"
+
+test-heavy: $(STAMP)
+	$(PY) -m pytest -m heavy
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

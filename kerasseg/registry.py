@@ -118,4 +118,19 @@ def build_model(name: str, num_classes: int, input_shape=None, **kwargs):
     from kerasseg.preprocessing import ModelMetadata
 
     model.kerasseg_metadata = ModelMetadata.for_model(model, name, normalization=info.normalization)
+    # The builder arguments travel with the model (and its .keras file) so that the same architecture can be
+    # rebuilt with another Keras module, as quantization-aware training does with tf_keras.
+    model.kerasseg_metadata.extra["builder_kwargs"] = _jsonable(
+        {k: v for k, v in kwargs.items() if k not in ("input_shape", "keras_module")})
     return model
+
+
+def _jsonable(value):
+    # Tuples become lists (what a JSON round trip gives back); anything else not JSON-like is kept as its repr.
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)

@@ -33,7 +33,7 @@ IGNORE_LABEL = 255
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, VEHICLE = range(len(CLASS_NAMES))
 
 # Bumped whenever the drawing changes, so that a dataset written by an older generator is never reused silently.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 PARAMS_FILE = "synthetic.json"
 _MIN_SIZE = 32
 _SPLIT_CODES = {"train": 0, "val": 1}
