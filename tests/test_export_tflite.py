@@ -280,7 +280,7 @@ def test_sidecar_content(random_model, tmp_path):
     assert meta.extra["export"] == {
         "format": "tflite", "mode": "fp32", "output": "logits", "input_dtype": "float32",
         "output_dtype": "float32", "input_shape": [1, H, W, 3], "output_shape": [1, H, W, 4],
-        "input_quantization": None, "output_quantization": None}
+        "input_quantization": None, "output_quantization": None, "host_upsample": None, "target": None}
     # The export record goes to the file, not into the caller's objects.
     assert "export" not in metadata.extra and "export" not in random_model.kerasseg_metadata.extra
     assert read_sidecar(path) == meta
@@ -405,3 +405,77 @@ def test_export_cli(tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         export_tflite.main([model_path, "--mode", "int4", "--output", str(out)])
+
+
+# --- the label head as a Keras layer ------------------------------------------------------------------------------
+
+def test_label_head_model_round_trips_in_safe_mode(random_model, tmp_path):
+    from kerasseg.export import with_head
+    from kerasseg.layers import ArgMax
+
+    head = with_head(random_model, "labels", label_dtype="uint8")
+    assert isinstance(head.layers[-1], ArgMax) and head.output.dtype == "uint8"
+    assert head.kerasseg_metadata is random_model.kerasseg_metadata
+    x = np.random.default_rng(6).normal(size=(2, H, W, 3)).astype(np.float32)
+    labels = head(x).numpy()
+    np.testing.assert_array_equal(labels, np.argmax(keras_logits(random_model, x), -1).astype(np.uint8))
+    path = kerasseg.save_model(head, str(tmp_path / "labels.keras"))
+    loaded = kerasseg.load_model(path, safe_mode=True)
+    assert isinstance(loaded.layers[-1], ArgMax) and loaded.layers[-1].get_config()["output_dtype"] == "uint8"
+    np.testing.assert_array_equal(loaded(x).numpy(), labels)
+    # The reloaded head exports as it is (no second argmax): builtin ARG_MAX and a CAST to uint8.
+    lite = TFLiteModel(to_tflite(loaded, tmp_path / "labels.tflite", output="labels", label_dtype="uint8"))
+    ops = tflite_ops(tmp_path / "labels.tflite")
+    assert ops["ARG_MAX"] == 1 and ops["CAST"] == 1 and custom_ops(tmp_path / "labels.tflite") == []
+    assert lite.head == "labels" and np.mean(lite(x) == labels) > 0.999
+    with pytest.raises(ValueError, match="already ends in an ArgMax label head"):
+        to_tflite(loaded, tmp_path / "logits.tflite")
+    assert with_head(random_model, "logits") is random_model
+    probs = with_head(random_model, "probabilities")
+    np.testing.assert_allclose(probs(x).numpy().sum(-1), 1.0, atol=1e-5)
+
+
+def test_argmax_layer_validates_and_has_a_tf_keras_twin():
+    import tf_keras
+
+    from kerasseg.layers import ArgMax
+    from kerasseg.layers.argmax import argmax_class
+
+    with pytest.raises(ValueError, match=r"Expected output_dtype to be one of \['int32', 'uint8'\]"):
+        ArgMax(output_dtype="int64")
+    with pytest.raises(ValueError, match="Expected axis to be an integer"):
+        ArgMax(axis=1.5)
+    layer = ArgMax(axis=-1, output_dtype="int32", name="am")
+    assert layer.compute_output_shape((None, 4, 5, 3)) == (None, 4, 5)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(clone, ArgMax) and clone.get_config()["output_dtype"] == "int32" and clone.name == "am"
+
+    twin = argmax_class(tf_keras)
+    assert twin is not ArgMax and issubclass(twin, tf_keras.layers.Layer) and argmax_class(keras) is ArgMax
+    inputs = tf_keras.Input((4, 5, 3))
+    model = tf_keras.Model(inputs, twin(output_dtype="uint8")(inputs))
+    x = np.random.default_rng(7).normal(size=(1, 4, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model(x).numpy(), np.argmax(x, -1).astype(np.uint8))
+    rebuilt = tf_keras.Model.from_config(model.get_config())
+    assert type(rebuilt.layers[-1]).__name__ == "ArgMax"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"output": "labels", "label_dtype": "int64"}, r"Expected label_dtype to be one of \['int32', 'uint8'\]"),
+    ({"host_upsample": True}, "bilinear UpSampling2D / Resizing for host_upsample=True. Received: model 'erfnet'"),
+    ({"host_upsample": "yes"}, "Expected host_upsample to be True or False"),
+])
+def test_head_argument_errors(random_model, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        to_tflite(random_model, tmp_path / "m.tflite", **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_verified_uses_the_mode_bound(random_model, tmp_path):
+    from kerasseg.export import MIOU_BOUNDS
+
+    rng = np.random.default_rng(8)
+    data = list(zip(rng.normal(size=(2, H, W, 3)).astype(np.float32), rng.integers(0, 4, size=(2, H, W))))
+    report = export_verified(random_model, tmp_path / "m.tflite", "fp16", eval_data=data)
+    assert report["max_miou_drop"] == MIOU_BOUNDS["fp16"] == 0.1
+    assert report["accepted"] == (report["miou_drop"] <= 0.1)

@@ -232,3 +232,122 @@ def test_runtime_cli_reports_errors(tmp_path):
                              str(tmp_path / "missing.tflite"), str(tmp_path / "x.png")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "missing.tflite" in result.stderr
+
+
+# --- host-side up-sampling, uint8 label maps, benchmark ------------------------------------------------------------
+
+@pytest.mark.parametrize("src, dst", [((5, 7), (20, 28)), ((5, 7), (13, 9)), ((8, 4), (8, 4)), ((3, 3), (2, 5))])
+def test_resize_bilinear_matches_tensorflow(src, dst):
+    from tflite.runtime import resize_bilinear
+
+    scores = np.random.default_rng(8).normal(size=(*src, 3)).astype(np.float32)
+    expected = tf.image.resize(scores[None], dst, method="bilinear").numpy()[0]
+    out = resize_bilinear(scores, dst)
+    assert out.shape == (*dst, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(h, w, C\)"):
+        resize_bilinear(scores[..., 0], dst)
+
+
+@pytest.fixture(scope="module")
+def upsampling_model():
+    """A model whose last layer is a ×4 bilinear up-sampling, exported with the resize left to the host."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((H, W, 3))
+    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(K, 1)(x)
+    model = keras.Model(inputs, keras.layers.UpSampling2D(4, interpolation="bilinear")(x), name="up4")
+    model.kerasseg_metadata = kerasseg.preprocessing.ModelMetadata(model_name="up4", num_classes=K,
+                                                                   input_shape=[H, W, 3])
+    return model
+
+
+def test_host_upsample_runtime_matches_keras(upsampling_model, tmp_path):
+    model = upsampling_model
+    path = to_tflite(model, tmp_path / "up4.tflite", host_upsample=True)
+    seg = Segmenter(path, num_threads=1)
+    assert seg.host_upsample == (H, W)
+    pixels = image(seed=9)
+    reduced = seg.logits(pixels)
+    assert reduced.shape == (H // 4, W // 4, K)
+    keras_logits = model(normalised(model, pixels), training=False).numpy()[0]
+    np.testing.assert_allclose(seg.logits(pixels, full_resolution=True), keras_logits, atol=1e-4)
+    labels = seg.predict(pixels)
+    assert labels.dtype == np.uint8 and np.mean(labels == np.argmax(keras_logits, -1)) > 0.999
+    # Another image size: one resize from the reduced logits straight to it.
+    big = image(3 * H, 2 * W, seed=10)
+    assert seg.predict(big).shape == (3 * H, 2 * W)
+    assert seg.predict(big, upsample="nearest").shape == (3 * H, 2 * W)
+
+
+def test_host_upsample_int8(upsampling_model, tmp_path):
+    model = upsampling_model
+    calibration = normalize_np(np.random.default_rng(1).integers(0, 256, size=(8, H, W, 3)),
+                               model.kerasseg_metadata.mean, model.kerasseg_metadata.std)
+    path = to_tflite(model, tmp_path / "up4_int8.tflite", "int8", representative_data=calibration,
+                     num_calibration_samples=8, host_upsample=True, verbose=False)
+    seg = Segmenter(path)
+    pixels = image(seed=11)
+    keras_labels = np.argmax(model(normalised(model, pixels), training=False).numpy()[0], -1)
+    assert seg.input_dtype == np.int8 and np.mean(seg.predict(pixels) == keras_labels) > 0.9
+
+
+def test_bad_host_upsample_record(upsampling_model, tmp_path):
+    path = to_tflite(upsampling_model, tmp_path / "up4.tflite", host_upsample=True)
+    sidecar = tmp_path / "up4.json"
+    meta = json.loads(sidecar.read_text())
+    meta["extra"]["export"]["host_upsample"] = {"method": "bicubic", "size": [H, W]}
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="host_upsample"):
+        Segmenter(path)
+
+
+def test_uint8_label_head(exported, tmp_path):
+    model = exported["model"]
+    path = to_tflite(model, tmp_path / "labels_u8.tflite", output="labels", label_dtype="uint8")
+    seg = Segmenter(path)
+    assert seg.output == "labels" and seg.output_dtype == np.uint8
+    pixels = image(seed=12)
+    labels = seg.predict(pixels)
+    np.testing.assert_array_equal(labels, Segmenter(exported["paths"]["fp32", "labels"]).predict(pixels))
+    assert seg.predict(image(50, 90, seed=13)).shape == (50, 90)
+
+
+def test_benchmark_library(exported):
+    from tflite.benchmark import benchmark, format_table
+
+    paths = [exported["paths"]["fp32", "logits"], exported["paths"]["int8", "logits"]]
+    rows = benchmark(paths, num_threads=1, runs=3, warmup=1)
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["input_dtype"] == "int8"
+    assert all(r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["runs"] == 3 for r in rows)
+    assert rows[1]["speedup"] == pytest.approx(rows[0]["median_ms"] / rows[1]["median_ms"])
+    table = format_table(rows)
+    assert "speed-up" in table and "fp32_logits.tflite" in table and "×1.00" in table
+    with pytest.raises(ValueError, match="runs"):
+        benchmark(paths, runs=0)
+    with pytest.raises(ValueError, match="at least one"):
+        benchmark([])
+
+
+def test_benchmark_cli_never_imports_tensorflow(exported, tmp_path):
+    out_json = tmp_path / "bench.json"
+    paths = [str(exported["paths"][key]) for key in (("fp32", "logits"), ("int8", "logits"), ("int8", "labels"))]
+    script = f"""
+import runpy, sys
+sys.argv = ["benchmark.py", *{paths!r}, "--threads", "1", "--runs", "2", "--warmup", "1", "--json", {str(out_json)!r}]
+try:
+    runpy.run_path({os.path.join(ROOT, "tflite", "benchmark.py")!r}, run_name="__main__")
+except SystemExit as e:
+    assert e.code == 0, e.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "kerasseg"))
+print("HEAVY", heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HEAVY []" in result.stdout and "speed-up" in result.stdout
+    rows = json.loads(out_json.read_text())
+    assert len(rows) == 3 and rows[0]["speedup"] == 1.0 and rows[2]["input_dtype"] == "int8"
+    missing = subprocess.run([sys.executable, os.path.join(ROOT, "tflite", "benchmark.py"),
+                              str(tmp_path / "missing.tflite")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "missing.tflite" in missing.stderr

@@ -4,7 +4,8 @@
 Copy this file to the device together with ``model.tflite`` and its sidecar ``model.json``; nothing else from
 kerasseg (and no TensorFlow) is needed. The sidecar carries the preprocessing the model was trained with (input size,
 mean and std), the label semantics (class names, palette, ignore label) and the export record (output head and
-quantisation), so the runtime never guesses.
+quantisation), so the runtime never guesses. Models exported with ``host_upsample`` output logits at the model's
+reduced resolution; the sidecar records the bilinear resize the runtime then applies on the host before the argmax.
 
 Library use::
 
@@ -28,7 +29,7 @@ import time
 import numpy as np
 from PIL import Image
 
-__all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", "main"]
+__all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "main"]
 
 _HEADS = ("logits", "probabilities", "labels")
 
@@ -128,6 +129,41 @@ def overlay(image, labels, palette, alpha: float = 0.5, ignore_label: int | None
     return out
 
 
+def _interpolation_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """``(out_size, in_size)`` weights of half-pixel-centred linear interpolation, edges clamped."""
+    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    src = np.clip(src, 0.0, in_size - 1)
+    low = np.floor(src).astype(np.int64)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = src - low
+    weights = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights.astype(np.float32)
+
+
+def resize_bilinear(scores, size) -> np.ndarray:
+    """Bilinear resize of ``(h, w, C)`` float scores to ``size = (height, width)``.
+
+    Half-pixel centres and clamped edges, the convention of ``tf.image.resize`` and of Keras' bilinear
+    ``UpSampling2D`` / ``Resizing``, so scores of a model exported with ``host_upsample`` up-sample here exactly as
+    the Keras model's own last layer would (to float32 rounding). Computed as two small matrix products.
+    """
+    scores = np.asarray(scores, np.float32)
+    if scores.ndim != 3:
+        raise ValueError(f"Expected scores of shape (h, w, C). Received: scores of shape {scores.shape}")
+    height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"Expected a positive (height, width). Received: size={size!r}")
+    if scores.shape[:2] == (height, width):
+        return scores
+    rows = _interpolation_matrix(height, scores.shape[0])
+    cols = _interpolation_matrix(width, scores.shape[1])
+    out = np.tensordot(rows, scores, axes=(1, 0))               # (height, w, C)
+    return np.einsum("xw,hwc->hxc", cols, out, optimize=True)   # (height, width, C)
+
+
 def load_image(path) -> np.ndarray:
     """Reads an image file as a uint8 RGB ``(H, W, 3)`` array."""
     path = os.fspath(path)
@@ -149,6 +185,8 @@ class Segmenter:
         input_size: ``(height, width)`` of the model input.
         num_classes, class_names, palette (``(K, 3)`` uint8), ignore_label, mean, std: from the sidecar.
         output: the model head, ``"logits"``, ``"probabilities"`` or ``"labels"``.
+        host_upsample: ``(height, width)`` the logits are up-sampled to on the host (models exported with
+            ``host_upsample``), or ``None``.
         timings: milliseconds spent in ``preprocess``, ``inference`` and ``postprocess`` by the last `predict`.
     """
 
@@ -205,6 +243,16 @@ class Segmenter:
                              f"output={self.output!r} for an output tensor of dtype {self.output_dtype} "
                              f"({metadata_path!r})")
         self._label_dtype = np.uint8 if self.num_classes <= 256 else np.int32
+        upsample = meta.get("extra", {}).get("export", {}).get("host_upsample")
+        self.host_upsample = None
+        if upsample:
+            size = upsample.get("size") if isinstance(upsample, dict) else None
+            if (upsample.get("method") != "bilinear" or not isinstance(size, list) or len(size) != 2
+                    or self.output == "labels"):
+                raise ValueError(f"Expected the sidecar's host_upsample to be a bilinear resize of a logits head to "
+                                 f"[height, width]. Received: host_upsample={upsample!r} for output "
+                                 f"{self.output!r} ({metadata_path!r})")
+            self.host_upsample = (int(size[0]), int(size[1]))
         self.timings: dict[str, float] = {}
 
     @staticmethod
@@ -242,8 +290,13 @@ class Segmenter:
             return (raw.astype(np.float32) - np.float32(zero_point)) * scale
         return raw if self.output == "labels" else raw.astype(np.float32, copy=False)
 
-    def logits(self, image) -> np.ndarray:
-        """Float32 scores ``(height, width, K)`` at the model resolution: logits, or probabilities for that head.
+    def logits(self, image, *, full_resolution: bool = False) -> np.ndarray:
+        """Float32 scores ``(h, w, K)`` of the model output: logits, or probabilities for that head.
+
+        Args:
+            image: uint8 ``(H, W, 3)`` array or PIL image.
+            full_resolution: for a model exported with ``host_upsample``, apply the recorded bilinear resize
+                (`resize_bilinear`), giving the logits the Keras model computes; otherwise the model's own output.
 
         Raises:
             ValueError: the model's head outputs labels, not scores.
@@ -251,7 +304,10 @@ class Segmenter:
         if self.output == "labels":
             raise ValueError("Expected a model exported with output='logits' or 'probabilities'. Received: a model "
                              "whose output is a label map; use predict()")
-        return self.run(self.preprocess(image))
+        scores = self.run(self.preprocess(image))
+        if full_resolution and self.host_upsample is not None:
+            scores = resize_bilinear(scores, self.host_upsample)
+        return scores
 
     def predict(self, image, *, upsample: str = "bilinear") -> np.ndarray:
         """Label map of ``image`` at its own size.
@@ -274,6 +330,13 @@ class Segmenter:
         out = self.run(model_input)
         t2 = time.perf_counter()
         height, width = pixels.shape[:2]
+        if self.host_upsample is not None and upsample == "bilinear":
+            # Reduced-resolution logits: one exact bilinear resize straight to the image size, then the argmax.
+            labels = np.argmax(resize_bilinear(out, (height, width)), axis=-1).astype(self._label_dtype)
+            t3 = time.perf_counter()
+            self.timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
+                            "postprocess": 1e3 * (t3 - t2)}
+            return labels
         if self.output == "labels" or upsample == "nearest" or out.shape[:2] == (height, width):
             labels = out if self.output == "labels" else np.argmax(out, axis=-1)
             labels = labels.astype(np.int32)

@@ -17,11 +17,12 @@ weights: latency does not depend on their values), saves it as ``.keras`` and ex
 (int8 calibrated on ``--num-calibration`` images of ``--dataset`` / ``--data-dir``, or on random normalised images
 without one) and ONNX, listing the files in ``manifest.json``. ``latency`` loads them in one process with the same
 thread count everywhere (TensorFlow's intra-op pool, the LiteRT interpreter, onnxruntime) and times batch-1
-inference of the Keras model (``tf.function``, and with XLA with ``--xla``), each TFLite file and the ONNX model:
-median and 90th percentile over ``--runs`` runs after warm-up. It also measures TensorFlow's fp32 matmul rate at the
-same thread count (best of square products of a few sizes) and prints, per runtime, the speed-up over Keras fp32,
-the achieved GFLOP/s (2 x the model's multiply-accumulates per image, `kerasseg.analysis.count_macs`) and its share
-of that matmul peak. Ratios, not absolute figures, are what to compare on a shared machine.
+inference of the Keras model (``tf.function``, and with XLA with ``--xla``), each TFLite file and the ONNX model,
+interleaved (one run of each per round): median and 90th percentile over ``--runs`` rounds after warm-up. It also
+measures TensorFlow's fp32 matmul rate at the same thread count (best of square products of a few sizes) and
+prints, per runtime, the speed-up over Keras fp32, the achieved GFLOP/s (2 x the model's multiply-accumulates per
+image, `kerasseg.analysis.count_macs`) and its share of that matmul peak. Ratios, not absolute figures, are what to
+compare on a shared machine.
 """
 
 from __future__ import annotations
@@ -212,17 +213,24 @@ def _export(args) -> int:
 # latency
 # --------------------------------------------------------------------------------------------------------------
 
-def _timed(fn, runs: int, warmup: int) -> tuple[float, float]:
+def _timed_round_robin(runners: dict, runs: int, warmup: int) -> dict:
+    """``{name: (median ms, p90 ms)}``: every runner warmed up, then timed once per round for ``runs`` rounds.
+
+    Interleaving the runtimes spreads the load changes of a shared machine over all of them instead of over whichever
+    happens to run during a busy spell, so the ratios between them stay meaningful.
+    """
     import numpy as np
 
-    for _ in range(warmup):
-        fn()
-    times = []
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in runners}
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t))
-    return float(np.median(times)), float(np.percentile(times, 90))
+        for name, fn in runners.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(1e3 * (time.perf_counter() - t))
+    return {name: (float(np.median(v)), float(np.percentile(v, 90))) for name, v in times.items()}
 
 
 def matmul_peak(tf, sizes=(1024, 2048, 3072), repeats: int = 5) -> dict:
@@ -274,23 +282,25 @@ def _latency(args) -> int:
     print(f"fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s (TensorFlow, {peak['size']}², {args.threads} threads)")
 
     model = kerasseg.load_model(files["keras"])
-    rows = []
     xt = tf.constant(x)
     keras_fn = tf.function(lambda v: model(v, training=False))
-    rows.append(("Keras fp32 (tf.function)", *_timed(lambda: keras_fn(xt).numpy(), args.runs, args.warmup), None))
+    runners = {"Keras fp32 (tf.function)": lambda: keras_fn(xt).numpy()}
+    sizes = {"Keras fp32 (tf.function)": None}
     if args.xla:
         xla_fn = tf.function(lambda v: model(v, training=False), jit_compile=True)
-        rows.append(("Keras fp32 (tf.function, XLA)", *_timed(lambda: xla_fn(xt).numpy(), args.runs, args.warmup),
-                     None))
+        runners["Keras fp32 (tf.function, XLA)"] = lambda: xla_fn(xt).numpy()
+        sizes["Keras fp32 (tf.function, XLA)"] = None
     for mode in ("fp32", "fp16", "dynamic", "int8"):
         if mode in files:
             lite = TFLiteModel(files[mode], num_threads=args.threads)
-            rows.append((f"TFLite {mode}", *_timed(lambda r=lite: r(x), args.runs, args.warmup),
-                         os.path.getsize(files[mode])))
+            runners[f"TFLite {mode}"] = lambda r=lite: r(x)
+            sizes[f"TFLite {mode}"] = os.path.getsize(files[mode])
     if "onnx" in files:
-        runner = ONNXModel(files["onnx"], num_threads=args.threads)
-        rows.append(("ONNX (onnxruntime)", *_timed(lambda: runner(x), args.runs, args.warmup),
-                     os.path.getsize(files["onnx"])))
+        onnx_runner = ONNXModel(files["onnx"], num_threads=args.threads)
+        runners["ONNX (onnxruntime)"] = lambda: onnx_runner(x)
+        sizes["ONNX (onnxruntime)"] = os.path.getsize(files["onnx"])
+    timings = _timed_round_robin(runners, args.runs, args.warmup)
+    rows = [(name, *timings[name], sizes[name]) for name in runners]
 
     base = rows[0][1]
     table = [f"{manifest['model']} at {height}×{width}, batch 1, {args.threads} threads, {flops / 1e9:.1f} GFLOP per "

@@ -9,8 +9,10 @@ Example::
 Calibration images (int8) come from the train split, evaluation images from the val split, both normalised with
 the mean / std recorded in the model. The model is converted into a temporary file, scored with Keras and with the
 LiteRT interpreter on the same images, and moved (with its ``.json`` sidecar) onto ``--output`` only when the TFLite
-mIoU is at most ``--max-miou-drop`` points below the Keras mIoU, or with ``--force``. Exit status: 0 written,
-1 refused for accuracy, 2 bad arguments or input.
+mIoU is at most ``--max-miou-drop`` points below the Keras mIoU (by default the mode's parity bound: fp32 0.01,
+fp16 0.1, dynamic and int8 1.0), or with ``--force``. With ``--target`` the converted model must also pass that
+target's edge-compatibility rules (see ``tools/check_tflite.py``). Exit status: 0 written, 1 refused (accuracy or
+target rules), 2 bad arguments or input.
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="runs/synthetic", help="dataset root (train split: calibration, val: check)")
     p.add_argument("--output", required=True, help="destination .tflite file (a .json sidecar is written beside it)")
     p.add_argument("--num-calibration", type=int, default=100, help="calibration images for int8 (default 100)")
-    p.add_argument("--max-miou-drop", type=float, default=1.0,
-                   help="largest accepted Keras-to-TFLite mIoU drop, in points (default 1.0)")
+    p.add_argument("--max-miou-drop", type=float, default=None,
+                   help="largest accepted Keras-to-TFLite mIoU drop, in points (default: the mode's bound, fp32 "
+                        "0.01, fp16 0.1, dynamic / int8 1.0)")
     p.add_argument("--force", action="store_true", help="write the file even when the mIoU drop is larger")
     p.add_argument("--output-head", default="logits", choices=["logits", "probabilities", "labels"],
                    help="what the exported model outputs (labels = in-graph argmax; default logits)")
+    p.add_argument("--label-dtype", default="int32", choices=["int32", "uint8"], help="labels head: map type")
+    p.add_argument("--host-upsample", action="store_true",
+                   help="export logits without the model's final bilinear resize; the host up-samples them")
+    p.add_argument("--target", choices=["cpu", "gpu", "npu"], default=None,
+                   help="refuse the model unless it passes this target's edge-compatibility rules")
     p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="int8 mode: input/output type")
     p.add_argument("--max-eval-images", type=int, default=None, help="score at most this many val images")
     p.add_argument("--threads", type=int, default=2, help="LiteRT interpreter threads for the check (default 2)")
@@ -56,45 +64,34 @@ def main(argv=None) -> int:
         parser.error("Expected --output to differ from the model file. Received: the same path")
 
     import kerasseg
-    from kerasseg import data as ksdata
-    from kerasseg.export import AccuracyDropError, export_metadata, export_verified
+    from kerasseg.export import AccuracyDropError, EdgeCompatibilityError, export_verified
+    from kerasseg.export.datasets import export_data
 
     try:
         model = kerasseg.load_model(args.model)
-        if getattr(model, "kerasseg_metadata", None) is None:
-            print(f"warning: {args.model} carries no kerasseg metadata; assuming ImageNet normalisation",
-                  file=sys.stderr)
-        metadata = export_metadata(model, None)
-        try:
-            from kerasseg.data.folder import read_classes
-
-            classes = read_classes(args.data_dir)
-        except (FileNotFoundError, ValueError, ImportError):
-            classes = None
-        if classes is not None and len(classes.names) == metadata.num_classes:
-            metadata = metadata.with_dataset(
-                class_names=metadata.class_names or classes.names, palette=metadata.palette or classes.colors,
-                ignore_label=classes.ignore_label)
-        norm = (list(metadata.mean), list(metadata.std))
-        calibration = None
-        if args.mode == "int8":
-            calibration = ksdata.load_dataset(args.dataset, args.data_dir, "train", batch_size=1, augment=False,
-                                              normalization=norm, shuffle=True, seed=0)
-        val = ksdata.load_dataset(args.dataset, args.data_dir, "val", batch_size=1, augment=False,
-                                  normalization=norm, shuffle=False)
+        metadata, calibration, val = export_data(model, args.dataset, args.data_dir,
+                                                 calibration=args.mode == "int8")
         report = export_verified(model, args.output, args.mode, eval_data=val, representative_data=calibration,
                                  num_calibration_samples=args.num_calibration, output=args.output_head,
-                                 metadata=metadata, io_dtype=args.io_dtype, max_miou_drop=args.max_miou_drop,
-                                 force=args.force, max_eval_images=args.max_eval_images, num_threads=args.threads)
+                                 metadata=metadata, io_dtype=args.io_dtype, label_dtype=args.label_dtype,
+                                 host_upsample=args.host_upsample, target=args.target,
+                                 max_miou_drop=args.max_miou_drop, force=args.force,
+                                 max_eval_images=args.max_eval_images, num_threads=args.threads)
     except AccuracyDropError as e:
         _print_report(e.report, args)
         print(f"refused: {e}", file=sys.stderr)
+        return 1
+    except EdgeCompatibilityError as e:
+        print(e.report.format(), file=sys.stderr)
+        print(f"refused: {e}; {args.output!r} was not written", file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _print_report(report, args)
     note = " (forced past the mIoU bound)" if report["forced"] else ""
+    if args.target:
+        note += f" (passes the {args.target} target's rules)"
     print(f"wrote {args.output} and {os.path.splitext(args.output)[0]}.json{note}")
     return 0
 

@@ -20,7 +20,7 @@ REFERENCE = [
     ("fcn32s", 21, (512, 512, 3), {}, "FCN-32s"),
     ("fcn16s", 21, (512, 512, 3), {}, "FCN-16s"),
     ("fcn8s", 21, (512, 512, 3), {}, "FCN-8s"),
-    ("segnet", 11, (360, 480, 3), {}, "SegNet"),
+    ("segnet", 11, (352, 480, 3), {}, "SegNet"),
     ("unet", 2, (572, 572, 3), {}, "U-Net (valid convs)"),
     ("unet_padded", 2, (512, 512, 3), {}, "U-Net (padded, BN)"),
     ("pspnet", 19, (720, 720, 3), {"backbone": "resnet50"}, "PSPNet ResNet-50"),

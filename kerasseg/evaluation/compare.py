@@ -47,7 +47,8 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
 
     Images whose size differs from the model input are resized bilinearly to it, and both models' predictions are
     resized back to the label size identically: scores bilinearly before the argmax, or, when the TFLite head
-    outputs labels, both label maps with nearest neighbour.
+    outputs labels, both label maps with nearest neighbour. Scores of a model exported with ``host_upsample`` are
+    first resized bilinearly to the Keras output size, as the Keras model's own last layer does.
 
     Args:
         model: the Keras model (logits output).
@@ -113,6 +114,9 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
             images = tf.image.resize(images, (height, width), method="bilinear").numpy()
         keras_logits = infer(tf.constant(images)).numpy()
         lite_out = lite(images)
+        if head != "labels" and lite_out.shape[1:3] != keras_logits.shape[1:3]:
+            # Exported with host_upsample: the host applies the resize the Keras graph ends with.
+            lite_out = tf.image.resize(lite_out, keras_logits.shape[1:3], method="bilinear").numpy()
         if head == "logits":
             max_err = max(max_err, float(np.max(np.abs(keras_logits - lite_out))))
         elif head == "probabilities":

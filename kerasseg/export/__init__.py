@@ -1,6 +1,21 @@
-"""Export of trained models to edge formats, each written with a metadata sidecar."""
+"""Export of trained models to edge formats, each written with a metadata sidecar.
 
+- `to_tflite`: TFLite fp32 / fp16 / dynamic / int8, logits / probabilities / labels heads, optional host-side
+  up-sampling and a target check (`kerasseg.export.tflite`).
+- `to_onnx`: ONNX through tf2onnx, verified in onnxruntime (`kerasseg.export.onnx`).
+- `check`: the edge-compatibility report of a ``.tflite`` file for a CPU, GPU-delegate or NPU target
+  (`kerasseg.export.check`).
+- `parity`: Keras, every TFLite mode and ONNX scored on the same data with the same metric code
+  (`kerasseg.export.parity`).
+"""
+
+from kerasseg.export.check import TARGETS, CompatibilityReport, EdgeCompatibilityError, Finding, check
+from kerasseg.export.onnx import ONNXMismatchError, ONNXModel, to_onnx
+from kerasseg.export.parity import INT8_GOAL, MIOU_BOUNDS, ParityResult, ParityRow, parity
 from kerasseg.export.tflite import (
+    LABEL_DTYPES,
+    MODES,
+    OUTPUT_HEADS,
     AccuracyDropError,
     TFLiteModel,
     custom_ops,
@@ -8,10 +23,26 @@ from kerasseg.export.tflite import (
     export_verified,
     float_tensors,
     io_details,
+    output_upsampling,
     read_sidecar,
     tflite_ops,
     to_tflite,
+    with_head,
 )
 
-__all__ = ["to_tflite", "tflite_ops", "custom_ops", "float_tensors", "io_details", "read_sidecar", "TFLiteModel",
-           "export_verified", "export_metadata", "AccuracyDropError"]
+
+def quantize_aware(model, **kwargs):
+    """Quantization-aware ``tf_keras`` copy of a trained kerasseg model (see `kerasseg.export.qat.quantize_aware`).
+
+    Defined here rather than imported so that ``import kerasseg.export`` never imports tfmot or tf_keras.
+    """
+    from kerasseg.export.qat import quantize_aware as _quantize_aware
+
+    return _quantize_aware(model, **kwargs)
+
+
+__all__ = ["to_tflite", "to_onnx", "check", "parity", "with_head", "output_upsampling", "tflite_ops", "custom_ops",
+           "float_tensors", "io_details", "read_sidecar", "TFLiteModel", "ONNXModel", "export_verified",
+           "export_metadata", "AccuracyDropError", "EdgeCompatibilityError", "ONNXMismatchError",
+           "CompatibilityReport", "Finding", "ParityResult", "ParityRow", "MODES", "OUTPUT_HEADS", "LABEL_DTYPES",
+           "TARGETS", "MIOU_BOUNDS", "INT8_GOAL", "quantize_aware"]

@@ -6,10 +6,17 @@ convolutions a SHAPE / STRIDED_SLICE prologue, and edge delegates reject both. O
 allowed; a converted model that still contains Flex (TensorFlow) or custom operators is refused, because the car's
 runtime has neither.
 
+The exported head is the model's logits, their softmax (``"probabilities"``) or an in-graph argmax (``"labels"``,
+the serializable `kerasseg.layers.ArgMax`); `with_head` builds the same head as a Keras model. With
+``host_upsample=True`` a model whose last layer is a bilinear resize (DeepLab, PSPNet) is exported without it: the
+device computes logits at the model's reduced resolution and the host up-samples them before the argmax, which is
+cheaper on the device and, for int8, more accurate than resizing quantised logits in the graph.
+
 Next to every ``model.tflite`` a sidecar ``model.json`` records the preprocessing and label semantics (see
-`kerasseg.preprocessing.ModelMetadata`) plus, under ``extra["export"]``, the export mode, the output head and the
-input / output quantisation read back from the converted model, so that the device runtime (``tflite/runtime.py``)
-never guesses.
+`kerasseg.preprocessing.ModelMetadata`) plus, under ``extra["export"]``, the export mode, the output head, the
+host-side up-sampling and the input / output quantisation read back from the converted model, so that the device
+runtime (``tflite/runtime.py``) never guesses. With a ``target`` the converted model must also pass that target's
+edge-compatibility rules (`kerasseg.export.check`) before anything is written.
 
 Example::
 
@@ -37,6 +44,9 @@ __all__ = [
     "MODES",
     "OUTPUT_HEADS",
     "IO_DTYPES",
+    "LABEL_DTYPES",
+    "with_head",
+    "output_upsampling",
     "to_tflite",
     "convert_to_tflite",
     "tflite_ops",
@@ -54,6 +64,7 @@ __all__ = [
 MODES = ("fp32", "fp16", "dynamic", "int8")
 OUTPUT_HEADS = ("logits", "probabilities", "labels")
 IO_DTYPES = ("int8", "uint8")
+LABEL_DTYPES = ("int32", "uint8")
 
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
@@ -254,7 +265,9 @@ def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose:
         for image in batch:
             done += 1
             if interactive:
-                print(f"\rcalibrating {done}/{count}", end="", file=sys.stderr, flush=True)
+                filled = int(24 * done / count)
+                print(f"\rcalibrating {done}/{count} [{'#' * filled}{'.' * (24 - filled)}]", end="",
+                      file=sys.stderr, flush=True)
             elif verbose and (done % step == 0 or done in (1, count)):
                 print(f"calibrating {done}/{count}", file=sys.stderr, flush=True)
             yield [image[None]]
@@ -269,6 +282,99 @@ def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose:
               f"num_calibration_samples={count}", file=sys.stderr)
 
 
+def _output_layer(model):
+    """The layer that produces ``model``'s (single) output."""
+    # Keras 3 records the producing operation of every symbolic tensor in its history.
+    return model.outputs[0]._keras_history.operation
+
+
+def output_upsampling(model):
+    """The bilinear resize that ends ``model``, if any: ``(layer, (height, width))`` of its output, else ``None``.
+
+    Only a parameter-free ``UpSampling2D(interpolation="bilinear")`` or ``Resizing(interpolation="bilinear")``
+    without cropping or padding qualifies: the host can then reproduce it exactly (half-pixel centres).
+    """
+    import keras
+
+    if len(model.outputs) != 1:
+        return None
+    layer = _output_layer(model)
+    bilinear = (isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "bilinear") or (
+        isinstance(layer, keras.layers.Resizing) and layer.interpolation == "bilinear"
+        and not getattr(layer, "crop_to_aspect_ratio", False) and not getattr(layer, "pad_to_aspect_ratio", False))
+    if not bilinear or len(layer._inbound_nodes) != 1:
+        return None
+    shape = model.outputs[0].shape
+    return layer, (int(shape[1]), int(shape[2]))
+
+
+def with_head(model, output: str = "logits", *, label_dtype: str = "int32", host_upsample: bool = False):
+    """The Keras model that an export with this head converts.
+
+    Args:
+        model: a Keras model with one logits output ``(B, H, W, K)``.
+        output: ``"logits"``, ``"probabilities"`` (a float32 ``Softmax``) or ``"labels"`` (an `ArgMax` layer; the
+            resulting model saves to ``.keras`` and loads with ``safe_mode=True``).
+        label_dtype: ``"int32"`` or ``"uint8"`` label map (``"labels"`` only).
+        host_upsample: drop the final bilinear resize (see `output_upsampling`); the logits stay at the model's
+            reduced resolution and the host up-samples them. Logits head only.
+
+    Returns:
+        ``model`` itself for plain logits, otherwise a new functional model sharing its layers (and its
+        ``kerasseg_metadata``).
+
+    Raises:
+        ValueError: an unknown output / label dtype, a label dtype too narrow for the classes, or ``host_upsample``
+            with another head or with a model that does not end in a bilinear resize.
+    """
+    import keras
+
+    from kerasseg.layers.argmax import ArgMax
+
+    output = _check_choice("output", output, OUTPUT_HEADS)
+    label_dtype = _check_choice("label_dtype", label_dtype, LABEL_DTYPES)
+    if not isinstance(host_upsample, bool):
+        raise ValueError(f"Expected host_upsample to be True or False. Received: host_upsample={host_upsample!r}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"Expected a model with one input and one output. Received: model {model.name!r} with "
+                         f"{len(model.inputs)} inputs and {len(model.outputs)} outputs")
+    last = _output_layer(model)
+    if isinstance(last, ArgMax):
+        # A model saved with its label head (e.g. a .keras file loaded back) is exported as it is.
+        if output == "labels" and last.output_dtype == label_dtype and not host_upsample:
+            return model
+        raise ValueError(f"Expected a logits model, or output='labels' with label_dtype={last.output_dtype!r} for a "
+                         f"model that already ends in an ArgMax label head. Received: output={output!r}, "
+                         f"label_dtype={label_dtype!r}, host_upsample={host_upsample} for model {model.name!r}")
+    num_classes = int(model.outputs[0].shape[-1])
+    if output == "labels" and label_dtype == "uint8" and num_classes > 256:
+        raise ValueError(f"Expected at most 256 classes for label_dtype='uint8'. Received: {num_classes} classes")
+    logits = model.outputs[0]
+    if host_upsample:
+        if output != "logits":
+            raise ValueError(f"Expected output='logits' with host_upsample=True: the host up-samples logits before "
+                             f"its argmax. Received: output={output!r}")
+        found = output_upsampling(model)
+        if found is None:
+            raise ValueError(f"Expected a model whose output layer is a bilinear UpSampling2D / Resizing for "
+                             f"host_upsample=True. Received: model {model.name!r} whose output layer {last.name!r} "
+                             f"is a {type(last).__name__}")
+        logits = found[0].input
+    elif output == "logits":
+        return model
+    if output == "probabilities":
+        out = keras.layers.Softmax(axis=-1, dtype="float32", name="probabilities")(logits)
+    elif output == "labels":
+        out = ArgMax(axis=-1, output_dtype=label_dtype, name="labels")(logits)
+    else:
+        out = logits
+    # The single input tensor, not a one-element list: calling the model on a plain tensor then matches its structure.
+    head = keras.Model(model.inputs[0], out, name=model.name)
+    if getattr(model, "kerasseg_metadata", None) is not None:
+        head.kerasseg_metadata = model.kerasseg_metadata
+    return head
+
+
 def _converter_error():
     # The converter's exception class has no public name; without it, conversion errors propagate unchanged.
     try:
@@ -279,7 +385,8 @@ def _converter_error():
 
 
 def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
-                      output: str = "logits", io_dtype: str = "int8", verbose: bool = True) -> bytes:
+                      output: str = "logits", io_dtype: str = "int8", label_dtype: str = "int32",
+                      host_upsample: bool = False, target: str | None = None, verbose: bool = True) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer in memory (see `to_tflite` for the arguments).
 
     Returns:
@@ -288,13 +395,19 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     Raises:
         ValueError: invalid arguments, missing calibration data for int8, or a converted model that contains Flex /
             custom operators (or, for int8, float tensors).
+        EdgeCompatibilityError: (a ``ValueError``) the model fails the rules of ``target``.
     """
     import tensorflow as tf
 
     mode = _check_choice("mode", mode, MODES)
     output = _check_choice("output", output, OUTPUT_HEADS)
     io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    if target is not None:
+        from kerasseg.export.check import TARGETS
+
+        target = _check_choice("target", target, TARGETS)
     shape = _static_input_shape(model)
+    exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
     if mode == "int8":
         if representative_data is None:
             raise ValueError("Expected representative_data (normalised float images) for mode='int8': full-integer "
@@ -306,16 +419,12 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
 
     @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="image")])
     def serve(image):
-        # Mixed-precision models compute in float16; the exported head is float32 (or int32 labels) regardless.
-        logits = tf.cast(model(image, training=False), tf.float32)
-        if output == "probabilities":
-            return tf.nn.softmax(logits, axis=-1)
-        if output == "labels":
-            # tf.argmax lowers to the builtin ARG_MAX; keras.ops.argmax would bring Flex ops.
-            return tf.argmax(logits, axis=-1, output_type=tf.int32)
-        return logits
+        out = exported(image, training=False)
+        # Mixed-precision models compute in float16; float heads are exported in float32 regardless.
+        return out if output == "labels" else tf.cast(out, tf.float32)
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    # Never SELECT_TF_OPS (which Keras' own model.export(format="litert") enables): the car has no Flex runtime.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], exported)
     # The SavedModel round trip keeps Keras 3 variables as VAR_HANDLE / READ_VARIABLE resources instead of folding
     # them into constants; freezing the concrete function directly does fold them.
     converter.experimental_lower_to_saved_model = False
@@ -333,7 +442,7 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
         converter.representative_dataset = lambda: itertools.chain([first], samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
-        if output != "labels":  # the label head is an int32 ARG_MAX output, never quantised
+        if output != "labels":  # the label head is an integer ARG_MAX output, never quantised
             converter.inference_output_type = converter.inference_input_type
     try:
         with warnings.catch_warnings():
@@ -355,6 +464,14 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
         if floats:
             raise ValueError(f"Expected a fully integer model for mode='int8'. Received: {len(floats)} float "
                              f"tensors left in model {model.name!r}, e.g. {floats[:5]}")
+    if target is not None:
+        from kerasseg.export.check import EdgeCompatibilityError, check
+
+        report = check(data, target)
+        report.source = f"model {model.name!r} ({mode}, output={output!r})"
+        if not report.ok:
+            raise EdgeCompatibilityError(f"Expected the exported model to pass the {target!r} target's rules. "
+                                         f"Received: {report.summary()}", report)
     return data
 
 
@@ -377,6 +494,7 @@ def export_metadata(model, metadata: ModelMetadata | None = None) -> ModelMetada
 
 def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
               output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str = "int8",
+              label_dtype: str = "int32", host_upsample: bool = False, target: str | None = None,
               verbose: bool = True) -> str:
     """Converts a Keras model to a ``.tflite`` file and writes its metadata sidecar, both atomically.
 
@@ -386,22 +504,29 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         mode: ``"fp32"``, ``"fp16"`` (float16 weights), ``"dynamic"`` (int8 weights, float activations) or
             ``"int8"`` (full-integer: weights, activations, input and output).
         representative_data: for ``"int8"``, an iterable or ``tf.data.Dataset`` of normalised float32 images
-            ``(H, W, C)``, batches ``(B, H, W, C)`` or ``(images, labels)`` tuples. Images of another size are
-            resized bilinearly to the model input.
+            ``(H, W, C)``, batches ``(B, H, W, C)`` or ``(images, labels)`` tuples, typically the training split of
+            the user's own pipeline (`kerasseg.data.load_dataset`). Images of another size are resized bilinearly to
+            the model input.
         num_calibration_samples: number of single images drawn from ``representative_data``.
         output: the exported head: ``"logits"``, ``"probabilities"`` (softmax) or ``"labels"`` (in-graph argmax,
-            an int32 label map).
+            a label map of ``label_dtype``; see `with_head`).
         metadata: overrides ``model.kerasseg_metadata``; without either, ImageNet normalisation is recorded.
         io_dtype: int8 mode only: ``"int8"`` or ``"uint8"`` input and output tensors.
+        label_dtype: ``"int32"`` or ``"uint8"``: the label map type of the ``"labels"`` head.
+        host_upsample: export the logits at the model's reduced resolution, without its final bilinear resize; the
+            sidecar records the resize (``extra["export"]["host_upsample"]``) for the host to apply.
+        target: ``None``, ``"cpu"``, ``"gpu"`` or ``"npu"``: refuse (write nothing) unless the converted model
+            passes that target's rules (`kerasseg.export.check`).
         verbose: print the calibration progress to stderr.
 
     Returns:
         ``path``.
 
     Raises:
-        ValueError: unknown mode / output / io_dtype, no representative data for int8, a path not ending in
-            ``.tflite``, or a converted model with Flex / custom operators (or float tensors for int8). Nothing is
-            written then.
+        ValueError: unknown mode / output / io_dtype / target, no representative data for int8, a path not ending
+            in ``.tflite``, or a converted model with Flex / custom operators (or float tensors for int8). Nothing
+            is written then.
+        EdgeCompatibilityError: (a ``ValueError``) the model fails the rules of ``target``; nothing is written.
     """
     path = os.fspath(path)
     if not path.endswith(".tflite"):
@@ -409,8 +534,11 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
     meta = export_metadata(model, metadata)
     data = convert_to_tflite(model, mode, representative_data=representative_data,
                              num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
-                             verbose=verbose)
+                             label_dtype=label_dtype, host_upsample=host_upsample, target=target, verbose=verbose)
     details = io_details(data)
+    upsampling = None
+    if host_upsample:
+        upsampling = {"method": "bilinear", "half_pixel_centers": True, "size": list(output_upsampling(model)[1])}
     meta.extra["export"] = {
         "format": "tflite",
         "mode": mode,
@@ -421,6 +549,8 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         "output_shape": details["output_shape"],
         "input_quantization": details["input_quantization"],
         "output_quantization": details["output_quantization"],
+        "host_upsample": upsampling,
+        "target": target,
     }
     # Both temporary files are complete before either is renamed; the sidecar lands first so that a model file is
     # never newer than its description.
@@ -524,7 +654,8 @@ class AccuracyDropError(RuntimeError):
 
 def export_verified(model, path, mode: str = "fp32", *, eval_data, representative_data=None,
                     num_calibration_samples: int = 100, output: str = "logits", metadata: ModelMetadata | None = None,
-                    io_dtype: str = "int8", max_miou_drop: float = 1.0, force: bool = False,
+                    io_dtype: str = "int8", label_dtype: str = "int32", host_upsample: bool = False,
+                    target: str | None = None, max_miou_drop: float | None = None, force: bool = False,
                     max_eval_images: int | None = None, num_threads: int | None = None,
                     verbose: bool = True) -> dict:
     """Exports like `to_tflite`, scores Keras and TFLite on ``eval_data``, and installs the file only if it holds up.
@@ -534,10 +665,11 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
     The evaluation figures are added to the sidecar under ``extra["export"]["evaluation"]``.
 
     Args:
-        model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, verbose:
-            see `to_tflite`.
+        model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, label_dtype,
+            host_upsample, target, verbose: see `to_tflite`.
         eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, labels)``, batched or not.
-        max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point).
+        max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point); ``None`` takes
+            the mode's bound from `kerasseg.export.parity.MIOU_BOUNDS` (fp32 0.01, fp16 0.1, dynamic and int8 1.0).
         force: install the file even when the drop is larger.
         max_eval_images: score at most this many images.
         num_threads: LiteRT interpreter threads for the evaluation.
@@ -550,10 +682,18 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         AccuracyDropError: the drop exceeds ``max_miou_drop`` and ``force`` is false; nothing is written.
     """
     from kerasseg.evaluation.compare import compare_keras_tflite
+    from kerasseg.export.parity import MIOU_BOUNDS
+    from kerasseg.layers.argmax import ArgMax
 
     path = os.fspath(path)
     if not path.endswith(".tflite"):
         raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
+    mode = _check_choice("mode", mode, MODES)
+    if isinstance(_output_layer(model), ArgMax):
+        raise ValueError(f"Expected a logits model to verify the export against. Received: model {model.name!r}, "
+                         f"which ends in an ArgMax label head; export its logits model with output='labels'")
+    if max_miou_drop is None:
+        max_miou_drop = MIOU_BOUNDS[mode]
     try:
         max_miou_drop = float(max_miou_drop)
     except (TypeError, ValueError):
@@ -567,7 +707,8 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         tmp_path = os.path.join(tmp_dir, os.path.basename(path))
         to_tflite(model, tmp_path, mode, representative_data=representative_data,
                   num_calibration_samples=num_calibration_samples, output=output, metadata=meta,
-                  io_dtype=io_dtype, verbose=verbose)
+                  io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, target=target,
+                  verbose=verbose)
         report = compare_keras_tflite(model, tmp_path, eval_data, meta.num_classes, meta.ignore_label,
                                       max_images=max_eval_images, num_threads=num_threads)
         report.update(path=path, mode=mode, tflite_bytes=os.path.getsize(tmp_path),

@@ -6,8 +6,12 @@ window (the "switch") and zeros elsewhere. The usual implementation records the 
 switches are recovered here instead from the two tensors the encoder already has, the map before pooling and the
 pooled map: a position is the switch of its window when it equals the window's maximum, keeping only the first such
 position in row-major order (the position ``argmax`` reports) so that ties still give exactly one switch per window.
-The graph uses SPACE_TO_DEPTH, SPLIT, EQUAL, CAST, MUL, SUB, CONCATENATION and DEPTH_TO_SPACE, which TFLite runs
-natively, also in int8 (max-pooling returns one of its quantised inputs, so the comparison stays exact).
+The graph uses SPACE_TO_DEPTH, SPLIT, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE only. All of them quantise,
+so a full-integer model stays integer throughout: max-pooling returns one of its quantised inputs with the same scale,
+so EQUAL compares int8 codes exactly, and SELECT_V2 only moves int8 values or the exactly representable zero. (Turning
+the comparison into a 0/1 multiplier instead needs a CAST from bool, whose float output the int8 converter leaves as
+float tensors with a QUANTIZE.) The float model also passes the TFLite GPU delegate's rules; the int8 one does not,
+because the delegate accepts SELECT_V2 with float operands only.
 """
 
 from __future__ import annotations
@@ -35,16 +39,14 @@ def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
     cells = pool_size * pool_size
     # SPACE_TO_DEPTH lays each window's cells side by side along channels, in row-major order within the window.
     windows = tf.split(tf.nn.space_to_depth(pre_pool, pool_size), cells, axis=-1)
+    zero = tf.constant(0, updates.dtype)  # a scalar: SELECT_V2 broadcasts it, no full-size zero tensor is stored
     placed = []
-    free = None  # 1 where the window's switch has not been found yet (all windows before the first cell)
-    for cell in windows:
-        switch = tf.cast(tf.equal(cell, pooled), updates.dtype)
-        if free is None:
-            free = 1.0 - switch
-        else:
-            switch = switch * free
-            free = free - switch
-        placed.append(updates * switch)
+    pending = updates  # what is still to be placed: zeroed in a window once its first maximum took the value
+    for i, cell in enumerate(windows):
+        hit = tf.equal(cell, pooled)
+        placed.append(tf.where(hit, pending, zero))
+        if i < cells - 1:
+            pending = tf.where(hit, zero, pending)
     return tf.nn.depth_to_space(tf.concat(placed, axis=-1), pool_size)
 
 

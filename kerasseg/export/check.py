@@ -1,0 +1,549 @@
+"""Edge-compatibility report of a ``.tflite`` file: what a car's CPU, GPU delegate or NPU will accept.
+
+The report lists the operators with their counts, the non-builtin (Flex / custom) operators, the floating-point
+tensors, the tensors with a dynamic dimension, and the result of a static check against the TFLite GPU delegate's
+rules. A target selects which rules must pass:
+
+``cpu``
+    builtin operators only (the car's runtime has no Flex delegate) and static shapes.
+``gpu``
+    the ``cpu`` rules plus the GPU delegate's: every operator in its supported set with its parameter constraints,
+    supported types for the run-time tensors (float32 / float16, int8 / uint8 in quantised graphs, bool and int32
+    only where an operator takes them) and no tensor of rank 5 or more, and no hybrid (dynamic-range) kernel,
+    because the delegate reads constant weights as float.
+``npu``
+    the ``cpu`` rules plus a fully integer graph: no float tensor at all and integer model inputs and outputs,
+    since an NPU runs integer graphs only.
+
+The GPU rules are the delegate's own (``gpu_compatibility.cc`` and the tensor-type filter of its model builder in
+TFLite / LiteRT), re-stated here because ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` of the pinned
+wheels reports every model as compatible. Operator *versions* are not checked.
+
+Example::
+
+    report = check("erfnet_int8.tflite", target="gpu")
+    print(report.format())
+    assert report.ok, report.failures
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+__all__ = ["TARGETS", "RULES", "TARGET_RULES", "GPU_OPS", "Finding", "CompatibilityReport", "check",
+           "EdgeCompatibilityError"]
+
+TARGETS = ("cpu", "gpu", "npu")
+
+# What each rule family means, for the report.
+RULES = {
+    "builtin": "builtin TFLite operators only (no Flex / custom operators)",
+    "static": "static tensor shapes",
+    "integer": "fully integer graph (no float tensors, integer input and output)",
+    "gpu": "TFLite GPU delegate rules (operators, parameters, tensor types)",
+}
+TARGET_RULES = {
+    "cpu": ("builtin", "static"),
+    "gpu": ("builtin", "static", "gpu"),
+    "npu": ("builtin", "static", "integer"),
+}
+
+# The operators the GPU delegate's compatibility checker accepts (custom ones aside).
+GPU_OPS = frozenset({
+    "ABS", "ADD", "ADD_N", "ATAN2", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CAST", "CEIL", "CONCATENATION", "CONV_2D",
+    "COS", "CUMSUM", "DENSIFY", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "DIV", "DYNAMIC_UPDATE_SLICE",
+    "ELU", "EMBEDDING_LOOKUP", "EQUAL", "EXP", "FLOOR", "FLOOR_DIV", "FLOOR_MOD", "FULLY_CONNECTED", "GATHER", "GELU",
+    "GREATER", "GREATER_EQUAL", "HARD_SWISH", "LEAKY_RELU", "LESS", "LESS_EQUAL", "LOG", "LOGICAL_AND", "LOGISTIC",
+    "LSTM", "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL", "ONE_HOT", "PACK",
+    "PAD", "PADV2", "POW", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "RELU", "RELU6",
+    "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT", "SELECT_V2", "SIGN",
+    "SIN", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE", "SQUARED_DIFFERENCE",
+    "STABLEHLO_CLAMP", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TILE", "TRANSPOSE", "TRANSPOSE_CONV",
+})
+# Custom operators the delegate implements itself.
+_GPU_CUSTOM_OPS = frozenset({"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler"})
+
+_LOGICAL_OPS = frozenset({"EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "LOGICAL_AND"})
+_WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
+                           "EMBEDDING_LOOKUP", "LSTM"})
+_FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
+_GPU_TENSOR_TYPES = ("FLOAT32", "FLOAT16", "INT8", "UINT8")
+_HOST_ARGMAX_HINT = ("export the logits head (output='logits') and take the argmax on the host, as "
+                     "tflite/runtime.py's Segmenter.predict does")
+
+
+class EdgeCompatibilityError(ValueError):
+    """An exported model fails the rules of its target; ``report`` is the `CompatibilityReport`."""
+
+    def __init__(self, message: str, report: "CompatibilityReport"):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One broken rule.
+
+    Attributes:
+        rule: the rule family, a key of `RULES`.
+        message: what is wrong, and where possible what to do instead.
+        op: the operator name, when the finding is about an operator.
+        op_index: its position in the main subgraph's execution order.
+        tensor: the tensor name, when the finding is about a tensor.
+    """
+
+    rule: str
+    message: str
+    op: str | None = None
+    op_index: int | None = None
+    tensor: str | None = None
+
+
+@dataclasses.dataclass
+class CompatibilityReport:
+    """The edge-compatibility report of one ``.tflite`` model (see the module docstring).
+
+    Attributes:
+        source: the file path, or ``"<bytes>"``.
+        target: ``"cpu"``, ``"gpu"`` or ``"npu"``.
+        ops: operator counts over all subgraphs.
+        custom_ops: sorted names of the Flex / custom operators.
+        float_tensors: names of the floating-point tensors (constants included).
+        dynamic_tensors: names of the tensors with a dynamic (-1) dimension.
+        inputs, outputs: ``{"name", "dtype", "shape", "quantization"}`` of the model's inputs and outputs.
+        findings: every broken rule, whatever the target.
+        size_bytes: size of the flatbuffer.
+    """
+
+    source: str
+    target: str
+    ops: dict
+    custom_ops: list
+    float_tensors: list
+    dynamic_tensors: list
+    inputs: list
+    outputs: list
+    findings: list
+    size_bytes: int
+
+    @property
+    def required_rules(self) -> tuple:
+        return TARGET_RULES[self.target]
+
+    @property
+    def failures(self) -> list:
+        """The findings that break a rule the target requires."""
+        return [f for f in self.findings if f.rule in self.required_rules]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def is_integer(self) -> bool:
+        return not any(f.rule == "integer" for f in self.findings)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.update(ok=self.ok, required_rules=list(self.required_rules),
+                   failures=[dataclasses.asdict(f) for f in self.failures])
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        """One line: the verdict and the first failures."""
+        if self.ok:
+            return f"{self.source}: compatible with target {self.target!r}"
+        shown = "; ".join(_describe(f) for f in _grouped(self.failures)[:4])
+        more = len(_grouped(self.failures)) - 4
+        return (f"{self.source}: not compatible with target {self.target!r}: {shown}"
+                + (f"; and {more} more" if more > 0 else ""))
+
+    def format(self) -> str:
+        """The full human-readable report."""
+        lines = [f"model      {self.source} ({self.size_bytes / 2 ** 20:.2f} MiB)"]
+        for kind, details in (("input", self.inputs), ("output", self.outputs)):
+            for d in details:
+                q = d["quantization"]
+                quant = f", scale {q[0]:.6g} zero point {q[1]}" if q else ""
+                lines.append(f"{kind:<10} {d['name']} {d['dtype']} {d['shape']}{quant}")
+        total = sum(self.ops.values())
+        lines.append(f"operators  {total} in {len(self.ops)} kinds: "
+                     + ", ".join(f"{name} ×{n}" for name, n in sorted(self.ops.items(), key=lambda kv: -kv[1])))
+        lines.append(f"flex/custom {', '.join(self.custom_ops) if self.custom_ops else 'none'}")
+        lines.append(f"float tensors {len(self.float_tensors)}"
+                     + (f" (e.g. {', '.join(self.float_tensors[:3])})" if self.float_tensors else ""))
+        lines.append(f"dynamic shapes {', '.join(self.dynamic_tensors[:5]) if self.dynamic_tensors else 'none'}")
+        lines.append("")
+        for rule, meaning in RULES.items():
+            broken = [f for f in self.findings if f.rule == rule]
+            required = rule in self.required_rules
+            verdict = "ok" if not broken else ("FAIL" if required else "not met")
+            lines.append(f"[{verdict:^7}] {meaning}{'' if required else ' (not required for ' + self.target + ')'}")
+            # Findings of rules the target does not need are context only: a few examples suffice.
+            limit = 12 if required else 3
+            for f in _grouped(broken)[:limit]:
+                lines.append(f"          - {_describe(f)}")
+            if len(_grouped(broken)) > limit:
+                lines.append(f"          - ... {len(_grouped(broken)) - limit} more")
+        lines.append("")
+        lines.append(f"target {self.target}: {'PASS' if self.ok else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def _grouped(findings) -> list:
+    """Findings with the same rule, operator and message merged (the first occurrence keeps its index)."""
+    seen: dict = {}
+    for f in findings:
+        key = (f.rule, f.op, f.message)
+        if key in seen:
+            seen[key][1] += 1
+        else:
+            seen[key] = [f, 1]
+    return [(f, n) for f, n in seen.values()]
+
+
+def _describe(grouped) -> str:
+    f, n = grouped
+    where = f"{f.op} (op #{f.op_index}{', and ' + str(n - 1) + ' more' if n > 1 else ''}): " if f.op else ""
+    if not f.op and n > 1:
+        return f"{f.message} (and {n - 1} more)"
+    return where + f.message
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading the flatbuffer
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Tensor:
+    name: str
+    type: str
+    shape: tuple
+    signature: tuple
+    is_const: bool
+    quantization: list | None  # [scale, zero point] of a per-tensor quantised tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class _Op:
+    index: int
+    name: str
+    custom: bool
+    inputs: tuple  # _Tensor or None (optional input)
+    outputs: tuple
+    options: object  # the schema's options table, or None
+
+
+def _enum_names(enum_class) -> dict:
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _read(data: bytes):
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    option_names = _enum_names(schema.BuiltinOptions)
+    root = schema.Model.GetRootAs(data, 0)
+
+    def has_data(buffer_index: int) -> bool:
+        if buffer_index <= 0 or buffer_index >= root.BuffersLength():
+            return False
+        buffer = root.Buffers(buffer_index)
+        # Buffers above 2 GiB live outside the flatbuffer and are described by offset / size.
+        return buffer.DataLength() > 0 or buffer.Size() > 0
+
+    subgraphs = []
+    for s in range(root.SubgraphsLength()):
+        graph = root.Subgraphs(s)
+        raw_tensors = [graph.Tensors(t) for t in range(graph.TensorsLength())]
+        constant = {t for t, tensor in enumerate(raw_tensors) if has_data(tensor.Buffer())}
+        raw_ops = []
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = root.OperatorCodes(op.OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            custom = builtin == schema.BuiltinOperator.CUSTOM
+            if custom:
+                name = code.CustomCode().decode("utf-8") if code.CustomCode() else "CUSTOM"
+            else:
+                name = builtin_names.get(builtin, f"BUILTIN_{builtin}")
+            ins = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
+            outs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
+            # Weights stored as float16 (or sparse) reach their operator through DEQUANTIZE (or DENSIFY) of a
+            # constant; the delegate folds those into constant weights, so their outputs count as constants.
+            if name in ("DEQUANTIZE", "DENSIFY") and ins and all(i in constant for i in ins if i >= 0):
+                constant.update(outs)
+            raw_ops.append((o, name, custom, ins, outs, op))
+        tensors = []
+        for t, tensor in enumerate(raw_tensors):
+            shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+            signature = (tuple(int(d) for d in tensor.ShapeSignatureAsNumpy()) if tensor.ShapeSignatureLength()
+                         else shape)
+            quant = tensor.Quantization()
+            quantization = None
+            if quant is not None and quant.ScaleLength() == 1 and quant.ZeroPointLength() == 1:
+                quantization = [float(quant.Scale(0)), int(quant.ZeroPoint(0))]
+            tensors.append(_Tensor((tensor.Name() or b"").decode("utf-8", "replace"),
+                                   type_names.get(tensor.Type(), str(tensor.Type())), shape, signature,
+                                   t in constant, quantization))
+        ops = []
+        for o, name, custom, ins, outs, op in raw_ops:
+            options = None
+            table = op.BuiltinOptions()
+            option_class = getattr(schema, option_names.get(op.BuiltinOptionsType(), ""), None)
+            if table is not None and option_class is not None:
+                options = option_class()
+                options.Init(table.Bytes, table.Pos)
+            ops.append(_Op(o, name, custom, tuple(tensors[i] if i >= 0 else None for i in ins),
+                           tuple(tensors[i] for i in outs), options))
+        io = ([tensors[i] for i in graph.InputsAsNumpy()] if graph.InputsLength() else [],
+              [tensors[i] for i in graph.OutputsAsNumpy()] if graph.OutputsLength() else [])
+        subgraphs.append((tensors, ops, io))
+    return schema, subgraphs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# GPU delegate rules
+# --------------------------------------------------------------------------------------------------------------
+
+def _runtime(tensors) -> list:
+    return [t for t in tensors if t is not None and not t.is_const]
+
+
+def _activation_finding(op, schema) -> str | None:
+    options = op.options
+    if options is None or not hasattr(options, "FusedActivationFunction"):
+        return None
+    if options.FusedActivationFunction() == schema.ActivationFunctionType.SIGN_BIT:
+        return "fused activation SIGN_BIT is not supported"
+    return None
+
+
+def _broadcastable(a: tuple, b: tuple) -> bool:
+    for x, y in zip(reversed(a), reversed(b)):
+        if x != y and x != 1 and y != 1:
+            return False
+    return True
+
+
+def _gpu_op_rule(op, schema) -> str | None:
+    """Why the delegate rejects this operator's parameters, or None."""
+    name, options = op.name, op.options
+    runtime_inputs = _runtime(op.inputs)
+    activation = _activation_finding(op, schema)
+    if activation:
+        return activation
+    if name == "ARG_MAX" or name == "ARG_MIN":
+        return f"{name} is not supported by the GPU delegate; {_HOST_ARGMAX_HINT}"
+    if name == "CAST":
+        src, dst = op.inputs[0].type, op.outputs[0].type
+        allowed = ((src == "BOOL" and dst in ("FLOAT16", "FLOAT32"))
+                   or (src in ("FLOAT16", "FLOAT32") and dst == "BOOL")
+                   or (src in ("FLOAT32", "INT32") and dst in ("FLOAT32", "INT32")))
+        if not allowed:
+            hint = f"; {_HOST_ARGMAX_HINT}" if dst in ("UINT8", "INT8", "INT16") and src in ("INT32", "INT64") else ""
+            return (f"CAST from {src} to {dst} is not supported (the delegate casts between bool and float, and "
+                    f"between float32 and int32, only){hint}")
+        return None
+    if name in ("ADD", "MUL"):
+        if len(op.inputs) != 2:
+            return f"{name} needs exactly two inputs, not {len(op.inputs)}"
+        a, b = op.inputs[0].shape, op.inputs[1].shape
+        if name == "MUL" and len(a) == len(b):
+            if any(x < y for x, y in zip(a, b)) and any(y < x for x, y in zip(a, b)):
+                return (f"MUL of {list(a)} by {list(b)}: neither operand is at least as large as the other in "
+                        f"every dimension")
+        elif len(a) > 1 and len(b) > 1 and not _broadcastable(a, b):
+            return f"{name} cannot broadcast {list(a)} with {list(b)}"
+        return None
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
+        if len(runtime_inputs) > 2:
+            return f"{name} with {len(runtime_inputs)} run-time inputs (at most 2)"
+        if name == "DEPTHWISE_CONV_2D" and options is not None:
+            multiplier = options.DepthMultiplier()
+            in_channels = op.inputs[0].shape[-1] if op.inputs[0].shape else 0
+            if multiplier != 1 and in_channels != 1:
+                return (f"depth multiplier {multiplier} on {in_channels} input channels is not supported (a "
+                        f"depthwise convolution with a multiplier > 1 must have one input channel)")
+        return None
+    if name == "RESIZE_BILINEAR" and options is not None:
+        if options.AlignCorners() and options.HalfPixelCenters():
+            return "align_corners and half_pixel_centers both set"
+        return None
+    if name == "SOFTMAX" and options is not None and options.Beta() != 1.0:
+        return f"SOFTMAX with beta {options.Beta():g} (only 1 is supported)"
+    if name == "STRIDED_SLICE":
+        if options is not None:
+            for mask in ("EllipsisMask", "NewAxisMask", "ShrinkAxisMask"):
+                if getattr(options, mask)():
+                    return f"STRIDED_SLICE with a non-zero {mask[:-4].lower()} mask"
+        if len(op.inputs[0].shape) not in (3, 4):
+            return f"STRIDED_SLICE of a rank-{len(op.inputs[0].shape)} tensor (3 or 4 only)"
+        return None
+    if name == "SLICE" and len(op.inputs[0].shape) not in (3, 4):
+        return f"SLICE of a rank-{len(op.inputs[0].shape)} tensor (3 or 4 only)"
+    if name in ("PAD", "PADV2", "MIRROR_PAD"):
+        if name == "MIRROR_PAD" and options is not None and options.Mode() != schema.MirrorPadMode.REFLECT:
+            return "MIRROR_PAD in SYMMETRIC mode (REFLECT only)"
+        paddings = op.inputs[1].shape if len(op.inputs) > 1 and op.inputs[1] is not None else ()
+        if len(paddings) != 2 or paddings[0] not in (3, 4) or paddings[1] != 2:
+            return f"{name} paddings of shape {list(paddings)} (4×2 or 3×2 only)"
+        return None
+    if name in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
+        axes = op.inputs[1] if len(op.inputs) > 1 else None
+        if axes is None or not axes.is_const or axes.type != "INT32":
+            return f"{name} with non-constant or non-int32 axes"
+        return None
+    if name in ("DEPTH_TO_SPACE", "SPACE_TO_DEPTH") and options is not None and options.BlockSize() <= 1:
+        return f"{name} with block size {options.BlockSize()}"
+    if name == "GATHER":
+        if op.inputs[0].type == "INT32":
+            return "GATHER of an int32 tensor"
+        if len(op.inputs) < 2 or len(op.inputs[1].shape) != 1 or op.inputs[1].type != "INT32":
+            return "GATHER needs 1-D int32 indices"
+        return None
+    if name in ("SELECT", "SELECT_V2"):
+        cond, a, b = op.inputs[:3]
+        if cond.type not in ("BOOL", "FLOAT16", "FLOAT32") or a.type not in ("FLOAT16", "FLOAT32") \
+                or b.type not in ("FLOAT16", "FLOAT32"):
+            return (f"{name} with {a.type} / {b.type} operands (the delegate selects between float tensors only; "
+                    f"a quantised graph gives it integer ones)")
+        for branch in (a, b):
+            if branch.shape and branch.shape != op.outputs[0].shape and (len(branch.shape) > 1 or branch.shape[0] > 1):
+                return f"{name} branch of shape {list(branch.shape)} neither the output's shape nor a scalar"
+        return None
+    if name == "FULLY_CONNECTED" and options is not None:
+        if options.WeightsFormat() != 0:
+            return "FULLY_CONNECTED with shuffled weights"
+        if op.inputs[0].is_const:
+            return "FULLY_CONNECTED with a constant input"
+        return None
+    return None
+
+
+def _gpu_tensor_rule(op) -> str | None:
+    """Why the delegate rejects this operator's tensors (types of run-time tensors, ranks), or None."""
+    allowed_in, allowed_out = set(_GPU_TENSOR_TYPES), set(_GPU_TENSOR_TYPES)
+    if op.name in _LOGICAL_OPS:
+        allowed_out.add("BOOL")
+    if op.name == "CAST":
+        allowed_in |= {"BOOL", "INT32"}
+        allowed_out |= {"INT32", "BOOL"}
+    if op.name in ("ONE_HOT", "GATHER"):
+        allowed_in.add("INT32")
+    if op.name in ("SELECT", "SELECT_V2", "LOGICAL_AND"):
+        allowed_in.add("BOOL")
+    if op.name == "LOGICAL_AND":
+        allowed_out.add("BOOL")
+    for kind, tensors, allowed in (("input", op.inputs, allowed_in), ("output", op.outputs, allowed_out)):
+        for t in tensors:
+            if t is None:
+                continue
+            if len(t.shape) >= 5:
+                return f"{kind} tensor {t.name!r} of rank {len(t.shape)} (at most 4)"
+            if not t.is_const and t.type not in allowed:
+                return f"{kind} tensor {t.name!r} of type {t.type} (run-time tensors: {', '.join(sorted(allowed))})"
+    if op.name in _WEIGHTED_OPS:
+        float_in = any(not t.is_const and t.type in _FLOAT_TYPES for t in op.inputs[:1] if t is not None)
+        int_weights = any(t.is_const and t.type in ("INT8", "UINT8", "INT4") for t in op.inputs[1:2] if t is not None)
+        if float_in and int_weights:
+            return ("hybrid kernel: float activations with integer weights (a dynamic-range model); the delegate "
+                    "reads weights as float, so export mode 'fp16' or 'fp32' for a GPU")
+    return None
+
+
+def _gpu_findings(ops, schema) -> list:
+    findings = []
+    for op in ops:
+        if op.custom:
+            if op.name not in _GPU_CUSTOM_OPS:
+                findings.append(Finding("gpu", f"custom operator {op.name!r} is not supported by the GPU delegate",
+                                        op.name, op.index))
+            continue
+        if op.name not in GPU_OPS:
+            if op.name in ("ARG_MAX", "ARG_MIN"):
+                message = f"{op.name} is not supported by the GPU delegate; {_HOST_ARGMAX_HINT}"
+            else:
+                message = f"{op.name} is not supported by the GPU delegate"
+            findings.append(Finding("gpu", message, op.name, op.index))
+            continue
+        reason = _gpu_op_rule(op, schema) or _gpu_tensor_rule(op)
+        if reason:
+            findings.append(Finding("gpu", reason, op.name, op.index))
+    return findings
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------------------------
+
+def check(model, target: str = "gpu") -> CompatibilityReport:
+    """Checks a ``.tflite`` model against the rules of an edge target.
+
+    Args:
+        model: path to a ``.tflite`` file, or its bytes.
+        target: ``"cpu"``, ``"gpu"`` or ``"npu"`` (see the module docstring); the report lists every finding, and
+            ``report.ok`` tells whether the target's rules pass.
+
+    Returns:
+        A `CompatibilityReport`.
+
+    Raises:
+        ValueError: an unknown target or a file that is not a TFLite flatbuffer.
+        FileNotFoundError: a missing file.
+    """
+    from kerasseg.export.tflite import _check_choice, _model_bytes
+
+    target = _check_choice("target", target, TARGETS)
+    data = _model_bytes(model)
+    source = "<bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else os.fspath(model)
+    schema, subgraphs = _read(data)
+
+    ops: dict = {}
+    custom: set = set()
+    floats, dynamic = [], []
+    findings: list = []
+    for tensors, graph_ops, _ in subgraphs:
+        for op in graph_ops:
+            ops[op.name] = ops.get(op.name, 0) + 1
+            if op.custom:
+                custom.add(op.name)
+        for t in tensors:
+            if t.type in _FLOAT_TYPES:
+                floats.append(t.name)
+            if any(d < 0 for d in t.signature):
+                dynamic.append(t.name)
+    for name in sorted(custom):
+        kind = "Flex (TensorFlow) operator" if name.startswith("Flex") else "custom operator"
+        findings.append(Finding("builtin", f"{kind} {name!r} needs a runtime the car does not have", name))
+    for name in dynamic:
+        findings.append(Finding("static", f"tensor {name!r} has a dynamic shape", tensor=name))
+
+    # Read from the flatbuffer, not an interpreter: a model with Flex operators cannot even be allocated here.
+    _, main_ops, (inputs, outputs) = subgraphs[0]
+    io = {"inputs": [], "outputs": []}
+    for key, tensors in (("inputs", inputs), ("outputs", outputs)):
+        for t in tensors:
+            io[key].append({"name": t.name, "dtype": t.type.lower(), "shape": list(t.shape),
+                            "quantization": t.quantization})
+
+    for name in floats:
+        findings.append(Finding("integer", f"float tensor {name!r}", tensor=name))
+    for key in ("inputs", "outputs"):
+        for d in io[key]:
+            if d["dtype"].upper() in _FLOAT_TYPES:
+                findings.append(Finding("integer", f"model {key[:-1]} {d['name']!r} is {d['dtype']}",
+                                        tensor=d["name"]))
+    findings.extend(_gpu_findings(main_ops, schema))
+    for tensors, graph_ops, _ in subgraphs[1:]:
+        findings.extend(_gpu_findings(graph_ops, schema))
+
+    return CompatibilityReport(source=source, target=target, ops=ops, custom_ops=sorted(custom),
+                               float_tensors=floats, dynamic_tensors=dynamic, inputs=io["inputs"],
+                               outputs=io["outputs"], findings=findings, size_bytes=len(data))

@@ -1,0 +1,239 @@
+"""ONNX export through tf2onnx, checked in onnxruntime before it is written.
+
+Like the TFLite export, the conversion starts from a static batch-1 ``tf.function`` around the Keras model (with the
+same optional heads, `kerasseg.export.tflite.with_head`), so the ONNX graph has static shapes. The converted model
+is validated by ``onnx.checker``, run in onnxruntime on a random input and compared with Keras; only then are the
+``.onnx`` file and its ``.json`` sidecar (the same `kerasseg.preprocessing.ModelMetadata` as for TFLite, with
+``extra["export"]["format"] == "onnx"``) written, atomically.
+
+Example::
+
+    to_onnx(model, "erfnet.onnx")                 # opset 17
+    ONNXModel("erfnet.onnx", num_threads=2)(normalised_batch)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from kerasseg.preprocessing import ModelMetadata
+from kerasseg.saving import atomic_path
+
+__all__ = ["DEFAULT_OPSET", "to_onnx", "convert_to_onnx", "ONNXModel", "ONNXMismatchError"]
+
+DEFAULT_OPSET = 17
+# 18 is the newest opset tf2onnx 1.17 can emit; 13 is the oldest the tests convert with (onnxruntime runs all).
+OPSETS = tuple(range(13, 19))
+_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
+
+
+class ONNXMismatchError(ValueError):
+    """The converted ONNX model disagrees with Keras beyond the tolerance; ``max_abs_error`` holds the figure."""
+
+    def __init__(self, message: str, max_abs_error: float):
+        super().__init__(message)
+        self.max_abs_error = max_abs_error
+
+
+def _session(data: bytes, num_threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = int(num_threads)
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits", label_dtype: str = "int32",
+                    host_upsample: bool = False, verify: bool = True, seed: int = 0) -> tuple[bytes, dict]:
+    """Converts a Keras model to an ONNX model in memory (see `to_onnx` for the arguments).
+
+    Returns:
+        ``(model bytes, record)``; the record describes the input / output and the verification.
+
+    Raises:
+        ValueError: invalid arguments, or a conversion error from tf2onnx.
+        ONNXMismatchError: (a ``ValueError``) onnxruntime's output differs from Keras beyond the tolerance.
+    """
+    import tensorflow as tf
+
+    from kerasseg.export.tflite import _check_choice, _static_input_shape, with_head
+
+    if not isinstance(opset, (int, np.integer)) or isinstance(opset, bool) or int(opset) not in OPSETS:
+        raise ValueError(f"Expected opset to be an integer in {OPSETS[0]}..{OPSETS[-1]}. Received: opset={opset!r}")
+    output = _check_choice("output", output, ("logits", "probabilities", "labels"))
+    shape = _static_input_shape(model)
+    exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
+
+    @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="image")])
+    def serve(image):
+        out = exported(image, training=False)
+        # A dict names the graph output; float heads are float32 even for mixed-precision models.
+        return {output: out if output == "labels" else tf.cast(out, tf.float32)}
+
+    import tf2onnx
+
+    # tf2onnx logs every optimisation pass at INFO; its warnings and errors still show.
+    tf2onnx_logger = logging.getLogger("tf2onnx")
+    level = tf2onnx_logger.level
+    tf2onnx_logger.setLevel(logging.WARNING)
+    saved_env = os.environ.get(_CATCH_ERRORS)
+    try:
+        try:
+            # By default tf2onnx deep-copies the whole graph, weights included, before each optimiser pass so that
+            # it can roll a failing pass back: 40 % of the conversion time of a VGG-sized model. Without the copies
+            # a failing pass raises, and the conversion is run again the default way.
+            os.environ[_CATCH_ERRORS] = "FALSE"
+            proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=int(opset))
+        except Exception:  # noqa: BLE001  (any optimiser failure: retry with tf2onnx's roll-back)
+            os.environ[_CATCH_ERRORS] = "TRUE"
+            proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=int(opset))
+    except Exception as e:  # tf2onnx raises plain exceptions of many kinds for unsupported graphs
+        raise ValueError(f"Expected model {model.name!r} to convert to ONNX opset {opset}. Received: the "
+                         f"converter's error {type(e).__name__}: {e}") from e
+    finally:
+        tf2onnx_logger.setLevel(level)
+        if saved_env is None:
+            os.environ.pop(_CATCH_ERRORS, None)
+        else:
+            os.environ[_CATCH_ERRORS] = saved_env
+    import onnx
+
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    session = _session(data, num_threads=None)
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    record = {
+        "format": "onnx",
+        "opset": int(opset),
+        "output": output,
+        "input_name": inp.name,
+        "output_name": out.name,
+        "input_shape": [int(d) for d in inp.shape],
+        "output_shape": [int(d) for d in out.shape],
+        "input_dtype": "float32",
+        "output_dtype": np.dtype(label_dtype).name if output == "labels" else "float32",
+        "ops": sorted({node.op_type for node in proto.graph.node}),
+        "verification": None,
+    }
+    if verify:
+        x = np.random.default_rng(seed).normal(size=(1, *shape)).astype(np.float32)
+        expected = np.asarray(serve(tf.constant(x))[output])
+        got = session.run(None, {inp.name: x})[0]
+        if output == "labels":
+            agreement = float(np.mean(got == expected))
+            if agreement < 0.999:
+                raise ONNXMismatchError(f"Expected the ONNX label map to equal Keras'. Received: {100 * agreement:.2f}"
+                                        f" % of pixels agree", 1.0 - agreement)
+            record["verification"] = {"pixel_agreement": agreement}
+        else:
+            diff = np.abs(got.astype(np.float64) - expected)
+            err, err_p99 = float(diff.max()), float(np.quantile(diff, 0.99))
+            scale = float(np.max(np.abs(expected)))
+            agreement = float(np.mean(np.argmax(got, -1) == np.argmax(expected, -1)))
+            # Float32 reassociation (NCHW kernels, fused ops) moves logits by a relative 1e-6..1e-5. Max-unpooling
+            # (SegNet) can also place a value one pixel away where two pooled inputs differ by such rounding, which
+            # changes a small region downstream; that is why 1 % of the values may exceed the tolerance.
+            tolerance = 1e-4 * max(1.0, scale)
+            if not (err_p99 <= tolerance and agreement >= 0.99):
+                raise ONNXMismatchError(f"Expected onnxruntime to reproduce the Keras output within {tolerance:.3g} "
+                                        f"on 99 % of the values. Received: a 99th-percentile difference of "
+                                        f"{err_p99:.3g} (max {err:.3g}, output scale {scale:.3g}), argmax agreement "
+                                        f"{100 * agreement:.2f} %", err)
+            record["verification"] = {"max_abs_error": err, "p99_abs_error": err_p99, "output_scale": scale,
+                                      "pixel_agreement": agreement}
+    return data, record
+
+
+def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", label_dtype: str = "int32",
+            host_upsample: bool = False, metadata: ModelMetadata | None = None, verify: bool = True) -> str:
+    """Converts a Keras model to a ``.onnx`` file with tf2onnx and writes its metadata sidecar, both atomically.
+
+    Args:
+        model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output.
+        path: destination ``.onnx`` file; the sidecar goes to ``os.path.splitext(path)[0] + ".json"``.
+        opset: ONNX opset (17 by default; 13 to 18).
+        output, label_dtype, host_upsample: the exported head (see `kerasseg.export.tflite.with_head`).
+        metadata: overrides ``model.kerasseg_metadata``.
+        verify: run the converted model in onnxruntime on a random input and refuse it unless it matches Keras:
+            99 % of the values within 1e-4 of the output's scale and 99 % of the argmax pixels equal (labels head:
+            99.9 % of the pixels equal).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: bad arguments, a path not ending in ``.onnx``, or a conversion error; nothing is written.
+        ONNXMismatchError: the verification failed; nothing is written.
+    """
+    from kerasseg.export.tflite import export_metadata, output_upsampling, sidecar_path
+
+    path = os.fspath(path)
+    if not path.endswith(".onnx"):
+        raise ValueError(f"Expected a path ending in '.onnx'. Received: path={path!r}")
+    meta = export_metadata(model, metadata)
+    data, record = convert_to_onnx(model, opset, output=output, label_dtype=label_dtype,
+                                   host_upsample=host_upsample, verify=verify)
+    record["host_upsample"] = ({"method": "bilinear", "half_pixel_centers": True,
+                                "size": list(output_upsampling(model)[1])} if host_upsample else None)
+    meta.extra["export"] = record
+    with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
+        with open(tmp_model, "wb") as f:
+            f.write(data)
+        with open(tmp_json, "w", encoding="utf-8") as f:
+            f.write(meta.to_json())
+    return path
+
+
+class ONNXModel:
+    """Runs a batch-1 ONNX segmentation model in onnxruntime on normalised float batches.
+
+    Args:
+        model: path to a ``.onnx`` file, or its bytes.
+        num_threads: onnxruntime intra-op threads (its default when ``None``).
+
+    Attributes:
+        input_shape: ``(H, W, C)`` of the model input.
+        head: ``"labels"`` for an integer label-map output, ``"scores"`` otherwise.
+    """
+
+    def __init__(self, model, *, num_threads: int | None = None):
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            data = bytes(model)
+        else:
+            path = os.fspath(model)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"Expected an existing .onnx file. Received: path={path!r}")
+            with open(path, "rb") as f:
+                data = f.read()
+        try:
+            self.session = _session(data, num_threads)
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+            raise ValueError(f"Expected an ONNX model onnxruntime can load. Received: {type(e).__name__}: {e}") from e
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"Expected an ONNX model with one input and one output. Received: {len(inputs)} inputs "
+                             f"and {len(outputs)} outputs")
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[0] != 1 or not all(isinstance(d, int) for d in shape):
+            raise ValueError(f"Expected a static batch-1 input (1, H, W, C). Received: input shape {shape}")
+        self._input = inputs[0].name
+        self.input_shape = tuple(int(d) for d in shape[1:])
+        self.head = "scores" if "float" in outputs[0].type else "labels"
+
+    def __call__(self, images) -> np.ndarray:
+        """Float32 scores ``(B, H, W, K)`` (or labels ``(B, H, W)``) of normalised images, one image at a time."""
+        batch = np.asarray(images, np.float32)
+        single = batch.ndim == 3
+        if single:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            raise ValueError(f"Expected images of shape (B, {', '.join(map(str, self.input_shape))}) or "
+                             f"{self.input_shape}. Received: images of shape {np.shape(images)}")
+        out = np.concatenate([self.session.run(None, {self._input: image[None]})[0] for image in batch])
+        return out[0] if single else out

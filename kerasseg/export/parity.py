@@ -1,0 +1,347 @@
+"""Parity harness: the Keras model, each TFLite mode and the ONNX export scored on the same images, by the same code.
+
+Every runtime's logits go through the same steps (bilinear resize to the label size, argmax) into one
+`kerasseg.evaluation.ConfusionMatrix` per runtime, so differences in the table come from the runtimes alone. The
+harness reports, per variant: mIoU, its difference to Keras, the per-class IoU differences, the pixel agreement with
+Keras' prediction, the largest logit difference, the file size and the latency (median and 90th percentile over
+timed runs after warm-up, at a fixed thread count), and whether the mIoU is within the variant's bound
+(`MIOU_BOUNDS`).
+
+Example::
+
+    result = parity(model, val_data, representative_data=train_data, output_dir="runs/parity")
+    print(result.format())
+    assert result.ok
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+__all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "ParityRow", "ParityResult", "parity", "time_runs"]
+
+# Largest accepted |mIoU(variant) - mIoU(Keras)|, in mIoU points. Dynamic-range quantisation is post-training
+# quantisation of the weights only, held to the int8 bound.
+MIOU_BOUNDS = {"fp32": 0.01, "fp16": 0.1, "dynamic": 1.0, "int8": 1.0, "onnx": 0.01}
+# What full-integer post-training quantisation should reach; reported, not enforced.
+INT8_GOAL = 0.5
+VARIANTS = ("fp32", "fp16", "dynamic", "int8", "onnx")
+
+
+@dataclasses.dataclass
+class ParityRow:
+    """The figures of one runtime.
+
+    Attributes:
+        name: ``"keras"``, ``"tflite-fp32"`` ... ``"tflite-int8"`` or ``"onnx"``.
+        variant: ``"keras"`` or a key of `MIOU_BOUNDS`.
+        path: the exported file (``None`` for Keras).
+        miou: mean IoU in [0, 1].
+        iou: per-class IoU (NaN for classes absent from labels and predictions).
+        miou_delta: ``miou - keras miou`` in mIoU points.
+        iou_delta: per-class IoU differences to Keras, in points.
+        pixel_agreement: fraction of scored pixels where the prediction equals Keras'.
+        max_logit_error: largest absolute logit difference to Keras (at the model's output size).
+        size_bytes: file size (the ``.keras`` file's, when known, for Keras).
+        latency_ms: median latency of one image, in milliseconds.
+        latency_p90_ms: its 90th percentile.
+        bound: the accepted |miou_delta| (``None`` for Keras).
+        within_bound: whether |miou_delta| <= bound (``None`` for Keras).
+    """
+
+    name: str
+    variant: str
+    path: str | None
+    miou: float
+    iou: list
+    miou_delta: float
+    iou_delta: list
+    pixel_agreement: float
+    max_logit_error: float
+    size_bytes: int | None
+    latency_ms: float | None
+    latency_p90_ms: float | None
+    bound: float | None
+    within_bound: bool | None
+
+
+@dataclasses.dataclass
+class ParityResult:
+    """All rows of a parity run, Keras first.
+
+    Attributes:
+        rows: one `ParityRow` per runtime.
+        num_images: images scored.
+        class_names: names of the classes (or their indices).
+        num_threads: threads of the TFLite, ONNX and TensorFlow runtimes.
+    """
+
+    rows: list
+    num_images: int
+    class_names: list
+    num_threads: int | None
+
+    @property
+    def ok(self) -> bool:
+        """Every variant within its bound."""
+        return all(r.within_bound for r in self.rows if r.within_bound is not None)
+
+    def row(self, name: str) -> ParityRow:
+        for r in self.rows:
+            if r.name == name or r.variant == name:
+                return r
+        raise KeyError(f"Expected one of {[r.name for r in self.rows]}. Received: name={name!r}")
+
+    def to_dict(self) -> dict:
+        def clean(v):
+            if isinstance(v, float) and not np.isfinite(v):
+                return None
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return {"ok": self.ok, "num_images": self.num_images, "class_names": self.class_names,
+                "num_threads": self.num_threads, "bounds": MIOU_BOUNDS, "int8_goal": INT8_GOAL,
+                "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in self.rows]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def format(self) -> str:
+        """The summary table and the per-class IoU differences, as plain text."""
+        header = ("runtime", "mIoU", "Δ mIoU", "bound", "ok", "worst Δ IoU (class)", "agree %", "max |Δ logit|",
+                  "size MiB", "latency ms (p90)")
+        lines = []
+        keras_latency = self.rows[0].latency_ms
+        for r in self.rows:
+            worst = "-"
+            if r.variant != "keras" and any(np.isfinite(r.iou_delta)):
+                c = int(np.nanargmax(np.abs(r.iou_delta)))
+                worst = f"{r.iou_delta[c]:+.2f} ({self.class_names[c]})"
+            latency = "-" if r.latency_ms is None else f"{r.latency_ms:.1f} ({r.latency_p90_ms:.1f})"
+            if r.latency_ms and keras_latency and r.variant != "keras":
+                latency += f" ×{keras_latency / r.latency_ms:.2f}"
+            lines.append((
+                r.name, f"{100 * r.miou:.2f}", "-" if r.variant == "keras" else f"{r.miou_delta:+.3f}",
+                "-" if r.bound is None else f"{r.bound:g}",
+                "-" if r.within_bound is None else ("yes" if r.within_bound else "NO"), worst,
+                "-" if r.variant == "keras" else f"{100 * r.pixel_agreement:.2f}",
+                "-" if r.variant == "keras" else f"{r.max_logit_error:.3g}",
+                "-" if r.size_bytes is None else f"{r.size_bytes / 2 ** 20:.2f}", latency))
+        widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
+        fmt = lambda row: " | ".join(cell.ljust(w) for cell, w in zip(row, widths))  # noqa: E731
+        out = [fmt(header), "-+-".join("-" * w for w in widths)] + [fmt(row) for row in lines]
+        out.append(f"{self.num_images} images; mIoU in %, differences in mIoU points vs Keras; latency for one "
+                   f"image at {self.num_threads or 'default'} threads, ×: speed-up over Keras")
+        int8 = [r for r in self.rows if r.variant == "int8"]
+        if int8:
+            met = abs(int8[0].miou_delta) <= INT8_GOAL
+            out.append(f"int8 goal |Δ mIoU| <= {INT8_GOAL}: {'met' if met else 'not met'}")
+        out.append("")
+        out.append("per-class IoU (Keras, %) and differences (points):")
+        names = [r.name for r in self.rows[1:]]
+        cw = max(len("class"), *(len(str(n)) for n in self.class_names))
+        widths = [max(7, len(n)) for n in names]
+        out.append("  " + "class".ljust(cw) + " | keras  | " + " | ".join(n.rjust(w) for n, w in zip(names, widths)))
+        for c, name in enumerate(self.class_names):
+            keras_iou = self.rows[0].iou[c]
+            cells = [f"{r.iou_delta[c]:+{w}.2f}" if np.isfinite(r.iou_delta[c]) else "-".rjust(w)
+                     for r, w in zip(self.rows[1:], widths)]
+            k = f"{100 * keras_iou:6.2f}" if np.isfinite(keras_iou) else "     -"
+            out.append("  " + str(name).ljust(cw) + f" | {k} | " + " | ".join(cells))
+        return "\n".join(out)
+
+
+def time_runs(fn, runs: int = 10, warmup: int = 2) -> tuple[float, float]:
+    """Median and 90th-percentile wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+    if not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"Expected runs to be a positive integer. Received: runs={runs!r}")
+    for _ in range(max(0, int(warmup))):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t))
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def _batch(array, ndim: int, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == ndim - 1:
+        array = array[None]
+    if array.ndim == 4 and ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != ndim:
+        raise ValueError(f"Expected eval_data {what} with {ndim - 1} or {ndim} dimensions. "
+                         f"Received: {what} of shape {array.shape}")
+    return array
+
+
+def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num_calibration_samples: int = 100,
+           output_dir=None, metadata=None, io_dtype: str = "int8", opset: int = 17, host_upsample: bool = False,
+           max_images: int | None = None, num_threads: int | None = 2, latency_runs: int = 10,
+           model_path=None, verbose: bool = True) -> ParityResult:
+    """Exports ``model`` to each variant and scores all runtimes on ``eval_data`` with the same metric code.
+
+    Args:
+        model: the Keras model (one logits output).
+        eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, int labels)``, batched or not.
+        variants: any of ``"fp32"``, ``"fp16"``, ``"dynamic"``, ``"int8"`` (TFLite modes) and ``"onnx"``.
+        representative_data: calibration images for ``"int8"`` (see `kerasseg.export.to_tflite`).
+        num_calibration_samples: number of calibration images.
+        output_dir: keep the exported files (``{model name}_{variant}.tflite`` / ``.onnx`` and sidecars) here;
+            a temporary folder, removed afterwards, when ``None``.
+        metadata: overrides ``model.kerasseg_metadata`` (class count, names, ignore label).
+        io_dtype: int8 input / output type of the int8 model.
+        opset: ONNX opset.
+        host_upsample: export the TFLite / ONNX logits without the model's final bilinear resize and apply it on
+            the host (see `kerasseg.export.tflite.with_head`).
+        max_images: score at most this many images.
+        num_threads: threads of the TFLite interpreter and of onnxruntime. The Keras row runs with TensorFlow's
+            own thread settings, which can only be set before TensorFlow starts (``tools/parity.py --threads``
+            sets both).
+        latency_runs: timed runs per runtime (after two warm-up runs); 0 skips the latency.
+        model_path: the ``.keras`` file, for the Keras row's size.
+        verbose: progress to stderr.
+
+    Returns:
+        A `ParityResult`.
+
+    Raises:
+        ValueError: unknown variants, bad arguments, data without scored pixels, or an export error.
+    """
+    import tensorflow as tf
+
+    from kerasseg.evaluation.confusion import ConfusionMatrix
+    from kerasseg.export.onnx import ONNXModel, to_onnx
+    from kerasseg.export.tflite import TFLiteModel, export_metadata, to_tflite
+
+    variants = list(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants or len(set(variants)) != len(variants):
+        raise ValueError(f"Expected variants to be distinct names from {list(VARIANTS)}. "
+                         f"Received: variants={variants!r}")
+    if max_images is not None and (not isinstance(max_images, (int, np.integer)) or max_images < 1):
+        raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
+    if not isinstance(latency_runs, int) or latency_runs < 0:
+        raise ValueError(f"Expected latency_runs to be a non-negative integer. Received: latency_runs={latency_runs!r}")
+    if "int8" in variants and representative_data is None:
+        raise ValueError("Expected representative_data (calibration images) for the 'int8' variant. "
+                         "Received: representative_data=None")
+    meta = export_metadata(model, metadata)
+    num_classes, ignore_label = meta.num_classes, meta.ignore_label
+    class_names = list(meta.class_names) if meta.class_names else [str(c) for c in range(num_classes)]
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
+    interactive = verbose and sys.stderr.isatty()
+
+    folder = os.fspath(output_dir) if output_dir is not None else tempfile.mkdtemp(prefix="kerasseg-parity-")
+    os.makedirs(folder, exist_ok=True)
+    try:
+        runners, paths = {}, {}
+        for variant in variants:
+            if variant == "onnx":
+                path = os.path.join(folder, f"{model.name}.onnx")
+                log(f"exporting {variant} -> {path}")
+                to_onnx(model, path, opset, host_upsample=host_upsample, metadata=meta)
+                runners[variant] = ONNXModel(path, num_threads=num_threads)
+            else:
+                path = os.path.join(folder, f"{model.name}_{variant}.tflite")
+                log(f"exporting {variant} -> {path}")
+                to_tflite(model, path, variant, representative_data=representative_data,
+                          num_calibration_samples=num_calibration_samples, metadata=meta, io_dtype=io_dtype,
+                          host_upsample=host_upsample, verbose=verbose)
+                runners[variant] = TFLiteModel(path, num_threads=num_threads)
+            paths[variant] = path
+
+        infer = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
+        names = ["keras"] + variants
+        matrices = {n: ConfusionMatrix(num_classes, ignore_label) for n in names}
+        agree = {v: 0 for v in variants}
+        max_err = {v: 0.0 for v in variants}
+        scored = done = 0
+        first_image = None
+        height, width = (int(d) for d in model.inputs[0].shape[1:3])
+        for element in eval_data:
+            if not isinstance(element, (tuple, list)) or len(element) < 2:
+                raise ValueError(f"Expected eval_data elements (images, labels). Received: an element of type "
+                                 f"{type(element).__name__}")
+            images = _batch(element[0], 4, "images").astype(np.float32, copy=False)
+            labels = _batch(element[1], 3, "labels").astype(np.int64, copy=False)
+            if max_images is not None:
+                images, labels = images[:max_images - done], labels[:max_images - done]
+            if images.shape[1:3] != (height, width):
+                images = tf.image.resize(images, (height, width), method="bilinear").numpy()
+            if first_image is None:
+                first_image = images[:1]
+            label_hw = labels.shape[1:3]
+            keras_logits = infer(tf.constant(images)).numpy()
+            outputs = {"keras": keras_logits}
+            for v in variants:
+                out = runners[v](images)
+                if out.shape[1:3] != keras_logits.shape[1:3]:
+                    # host_upsample: the host applies the bilinear resize the Keras model ends with.
+                    out = tf.image.resize(out, keras_logits.shape[1:3], method="bilinear").numpy()
+                max_err[v] = max(max_err[v], float(np.max(np.abs(out - keras_logits))))
+                outputs[v] = out
+            valid = (labels >= 0) & (labels < num_classes)
+            if ignore_label is not None:
+                valid &= labels != ignore_label
+            predictions = {}
+            for n, logits in outputs.items():
+                if logits.shape[1:3] != label_hw:
+                    logits = tf.image.resize(logits, label_hw, method="bilinear").numpy()
+                predictions[n] = np.argmax(logits, axis=-1)
+                matrices[n].update(labels, predictions[n])
+            for v in variants:
+                agree[v] += int((predictions[v][valid] == predictions["keras"][valid]).sum())
+            scored += int(valid.sum())
+            done += len(images)
+            if interactive:
+                print(f"\rscored {done} images", end="", file=sys.stderr, flush=True)
+            if max_images is not None and done >= max_images:
+                break
+        if interactive and done:
+            print(file=sys.stderr)
+        elif done:
+            log(f"scored {done} images")
+        if scored == 0:
+            raise ValueError(f"Expected eval_data to contain scored pixels (labels in [0, {num_classes}) other than "
+                             f"ignore_label={ignore_label}). Received: {done} images without any")
+
+        latency = {n: (None, None) for n in names}
+        if latency_runs:
+            log(f"timing {latency_runs} runs per runtime")
+            x = tf.constant(first_image)
+            latency["keras"] = time_runs(lambda: infer(x).numpy(), latency_runs)
+            for v in variants:
+                latency[v] = time_runs(lambda r=runners[v]: r(first_image), latency_runs)
+
+        keras_scores = matrices["keras"].scores()
+        rows = []
+        keras_size = os.path.getsize(model_path) if model_path is not None and os.path.isfile(model_path) else None
+        for n in names:
+            scores = matrices[n].scores()
+            iou = [float(v) for v in scores["iou"]]
+            delta = [100.0 * (a - b) for a, b in zip(iou, keras_scores["iou"])]
+            if n == "keras":
+                rows.append(ParityRow("keras", "keras", model_path, scores["miou"], iou, 0.0, [0.0] * num_classes,
+                                      1.0, 0.0, keras_size, *latency[n], None, None))
+                continue
+            miou_delta = 100.0 * (scores["miou"] - keras_scores["miou"])
+            bound = MIOU_BOUNDS[n]
+            rows.append(ParityRow("onnx" if n == "onnx" else f"tflite-{n}", n, paths[n], scores["miou"], iou,
+                                  miou_delta, delta, agree[n] / scored, max_err[n], os.path.getsize(paths[n]),
+                                  *latency[n], bound, bool(abs(miou_delta) <= bound)))
+        return ParityResult(rows, done, class_names, num_threads)
+    finally:
+        if output_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)

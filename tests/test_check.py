@@ -1,0 +1,232 @@
+"""Edge-compatibility report (kerasseg.export.check, tools/check_tflite.py) and export with a target."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasseg
+from kerasseg.export import EdgeCompatibilityError, check, read_sidecar, to_tflite
+from kerasseg.export.tflite import convert_to_tflite
+
+H, W = 32, 64
+
+
+@pytest.fixture(scope="module")
+def erfnet():
+    keras.utils.set_random_seed(5)
+    return kerasseg.build_model("erfnet", 4, input_shape=(H, W, 3))
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return np.random.default_rng(0).normal(size=(4, H, W, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def converted(erfnet, calibration):
+    """ERFNet flatbuffers: every mode with the logits head, and fp32 / int8 label heads."""
+    out = {mode: convert_to_tflite(erfnet, mode, representative_data=calibration, num_calibration_samples=4,
+                                   verbose=False) for mode in ("fp32", "fp16", "dynamic", "int8")}
+    out["labels"] = convert_to_tflite(erfnet, "fp32", output="labels", verbose=False)
+    out["labels_uint8"] = convert_to_tflite(erfnet, "fp32", output="labels", label_dtype="uint8", verbose=False)
+    return out
+
+
+def _rules(report):
+    return {f.rule for f in report.failures}
+
+
+def test_fp32_logits_pass_cpu_and_gpu_but_not_npu(converted):
+    data = converted["fp32"]
+    assert check(data, "cpu").ok and check(data, "gpu").ok
+    npu = check(data, "npu")
+    assert not npu.ok and _rules(npu) == {"integer"}
+    assert not npu.is_integer and "image" in npu.float_tensors
+    # The report's own figures.
+    assert npu.ops["CONV_2D"] > 40 and npu.ops["TRANSPOSE_CONV"] == 3 and npu.custom_ops == []
+    assert npu.dynamic_tensors == [] and npu.inputs[0]["shape"] == [1, H, W, 3]
+    assert npu.inputs[0]["dtype"] == "float32" and npu.inputs[0]["quantization"] is None
+
+
+def test_int8_passes_every_target(converted):
+    for target in ("cpu", "gpu", "npu"):
+        report = check(converted["int8"], target)
+        assert report.ok, report.format()
+    report = check(converted["int8"], "npu")
+    assert report.is_integer and report.float_tensors == []
+    assert report.inputs[0]["dtype"] == "int8" and report.inputs[0]["quantization"][0] > 0
+    assert "target npu: PASS" in report.format()
+
+
+def test_int8_weights_are_quantised_per_channel(converted):
+    from ai_edge_litert import schema_py_generated as schema
+
+    root = schema.Model.GetRootAs(converted["int8"], 0)
+    graph = root.Subgraphs(0)
+    conv = schema.BuiltinOperator.CONV_2D
+    checked = 0
+    for o in range(graph.OperatorsLength()):
+        op = graph.Operators(o)
+        code = root.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != conv:
+            continue
+        weights = graph.Tensors(int(op.Inputs(1)))
+        quant = weights.Quantization()
+        out_channels = int(weights.ShapeAsNumpy()[0])
+        # One scale per output channel, along the weights' first axis.
+        assert quant.ScaleLength() == out_channels and quant.QuantizedDimension() == 0
+        assert weights.Type() == schema.TensorType.INT8
+        checked += 1
+    assert checked > 40
+
+
+def test_fp16_weights_count_as_constants_for_the_gpu(converted):
+    report = check(converted["fp16"], "gpu")
+    # float16 weights reach the convolutions through DEQUANTIZE, which the delegate folds into its weights.
+    assert report.ops["DEQUANTIZE"] > 0
+    assert report.ok, report.format()
+
+
+def test_dynamic_range_model_fails_the_gpu_rules(converted):
+    assert check(converted["dynamic"], "cpu").ok
+    report = check(converted["dynamic"], "gpu")
+    assert _rules(report) == {"gpu"}
+    assert all("hybrid kernel" in f.message for f in report.failures)
+
+
+def test_label_head_fails_the_gpu_with_a_hint(converted):
+    assert check(converted["labels"], "cpu").ok
+    report = check(converted["labels"], "gpu")
+    assert not report.ok
+    [failure] = report.failures
+    assert failure.op == "ARG_MAX" and "not supported by the GPU delegate" in failure.message
+    assert "output='logits'" in failure.message and "argmax on the host" in failure.message
+    text = report.format()
+    assert "[ FAIL  ] TFLite GPU delegate rules" in text and "target gpu: FAIL" in text
+    assert "ARG_MAX" in report.summary()
+
+    uint8 = check(converted["labels_uint8"], "gpu")
+    assert {f.op for f in uint8.failures} == {"ARG_MAX", "CAST"}
+    cast = next(f for f in uint8.failures if f.op == "CAST")
+    assert "CAST from INT32 to UINT8" in cast.message and "argmax on the host" in cast.message
+    assert uint8.outputs[0]["dtype"] == "uint8"
+
+
+def test_flex_operators_fail_every_target(tmp_path):
+    class StringLength(keras.layers.Layer):
+        def call(self, x):
+            return x + tf.cast(tf.strings.length(tf.strings.as_string(tf.reduce_sum(x))), x.dtype)
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, StringLength()(keras.layers.Conv2D(2, 1)(inputs)))
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)])
+    def serve(x):
+        return model(x, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    converter.experimental_lower_to_saved_model = False
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    path = tmp_path / "flex.tflite"
+    path.write_bytes(converter.convert())
+    for target in ("cpu", "gpu", "npu"):
+        report = check(path, target)
+        assert "builtin" in _rules(report)
+    report = check(path, "cpu")
+    assert report.custom_ops == ["FlexAsString", "FlexStringLength"] and report.source == str(path)
+    assert any("Flex (TensorFlow) operator 'FlexAsString'" in f.message for f in report.failures)
+
+
+def test_dynamic_shapes_fail_the_static_rule():
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
+
+    @tf.function(input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)])
+    def serve(x):
+        return model(x, training=False)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    converter.experimental_lower_to_saved_model = False
+    report = check(converter.convert(), "cpu")
+    assert not report.ok and _rules(report) == {"static"}
+    assert report.dynamic_tensors and all("dynamic shape" in f.message for f in report.failures)
+
+
+def test_depthwise_multiplier_on_several_channels_fails_the_gpu():
+    inputs = keras.Input((8, 8, 3))
+    deep = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(inputs)
+    model = keras.Model(inputs, deep)
+    report = check(convert_to_tflite(model, verbose=False), "gpu")
+    [failure] = report.failures
+    assert failure.op == "DEPTHWISE_CONV_2D" and "depth multiplier 2 on 3 input channels" in failure.message
+    # One input channel with a multiplier is fine.
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, depth_multiplier=4, padding="same")(inputs))
+    assert check(convert_to_tflite(model, verbose=False), "gpu").ok
+
+
+def test_unsupported_operator_fails_the_gpu():
+    inputs = keras.Input((8, 8, 4))
+    # REVERSE_V2 is a builtin operator without a GPU kernel: the CPU target passes, the GPU one does not.
+    out = keras.layers.Lambda(lambda x: tf.reverse(x, axis=[2]), output_shape=(8, 8, 4))(inputs)
+    data = convert_to_tflite(keras.Model(inputs, out), verbose=False)
+    assert check(data, "cpu").ok
+    report = check(data, "gpu")
+    assert [(f.op, f.message) for f in report.failures] == [
+        ("REVERSE_V2", "REVERSE_V2 is not supported by the GPU delegate")]
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"Expected target to be one of \['cpu', 'gpu', 'npu'\]"):
+        check(b"whatever", "tpu")
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="TFL3"):
+        check(bogus)
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        check(tmp_path / "missing.tflite")
+
+
+def test_export_with_a_target_refuses_and_writes_nothing(erfnet, tmp_path):
+    with pytest.raises(EdgeCompatibilityError, match="ARG_MAX") as info:
+        to_tflite(erfnet, tmp_path / "labels.tflite", output="labels", target="gpu")
+    assert isinstance(info.value, ValueError) and not info.value.report.ok
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="Expected target to be one of"):
+        to_tflite(erfnet, tmp_path / "m.tflite", target="edge")
+    assert os.listdir(tmp_path) == []
+
+    path = to_tflite(erfnet, tmp_path / "logits.tflite", target="gpu")
+    assert read_sidecar(path).extra["export"]["target"] == "gpu"
+    # The label head is fine for a CPU.
+    to_tflite(erfnet, tmp_path / "labels_cpu.tflite", output="labels", target="cpu")
+
+
+def test_check_cli(converted, tmp_path, capsys):
+    from tools import check_tflite
+
+    good, bad = tmp_path / "good.tflite", tmp_path / "labels.tflite"
+    good.write_bytes(converted["int8"])
+    bad.write_bytes(converted["labels"])
+    assert check_tflite.main([str(good), "--target", "npu"]) == 0
+    out = capsys.readouterr().out
+    assert "target npu: PASS" in out and "operators" in out and "float tensors 0" in out
+
+    report_path = tmp_path / "report.json"
+    assert check_tflite.main([str(good), str(bad), "--target", "gpu", "--json", str(report_path)]) == 1
+    out = capsys.readouterr().out
+    assert "ARG_MAX" in out and "target gpu: FAIL" in out
+    reports = json.loads(report_path.read_text())
+    assert [r["ok"] for r in reports] == [True, False]
+    assert reports[1]["failures"][0]["op"] == "ARG_MAX"
+
+    assert check_tflite.main([str(bad), "--target", "cpu", "--quiet"]) == 0
+    assert "compatible with target 'cpu'" in capsys.readouterr().out
+    assert check_tflite.main([str(tmp_path / "missing.tflite")]) == 2
+    assert "missing.tflite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        check_tflite.main([str(good), "--target", "tpu"])

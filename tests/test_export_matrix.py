@@ -1,0 +1,137 @@
+"""Every architecture × every TFLite mode at a small input size: builtin operators only, static shapes, fully integer
+int8, the edge-compatibility report, and fp32 / fp16 fidelity. The VGG- and ResNet-sized models carry the slow
+marker (their conversions take most of the time)."""
+
+import gc
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasseg
+from kerasseg.export import TFLiteModel, check, float_tensors, read_sidecar, to_tflite
+from kerasseg.layers import MaxUnpooling2D
+from tests.model_cases import CASES
+
+MODES = ("fp32", "fp16", "dynamic", "int8")
+SLOW = {"fcn8s", "segnet", "pspnet", "deeplabv3"}
+ARCHITECTURES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+                 for name in ("erfnet", "fcn8s", "segnet", "unet_padded", "pspnet", "deeplabv3", "deeplabv3plus")]
+# Models ending in a bilinear resize, which can leave it to the host.
+HOST_UPSAMPLE = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+                 for name in ("pspnet", "deeplabv3", "deeplabv3plus")]
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def exported(request, tmp_path_factory):
+    """The small build of one architecture, a random input, and its four exports. Module-scoped and parametrized,
+    so pytest runs every test of one architecture before building the next, and frees it afterwards."""
+    name = request.param
+    keras.utils.set_random_seed(11)
+    model = kerasseg.build_model(name, **CASES[name]["kwargs"])
+    shape = tuple(model.inputs[0].shape[1:])
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(4, *shape)).astype(np.float32)
+    folder = tmp_path_factory.mktemp(name)
+    paths = {mode: to_tflite(model, folder / f"{name}_{mode}.tflite", mode, representative_data=calibration,
+                             num_calibration_samples=4, verbose=False) for mode in MODES}
+    x = rng.normal(size=(1, *shape)).astype(np.float32)
+    yield {"name": name, "model": model, "paths": paths, "x": x, "keras": model(x, training=False).numpy()}
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def test_every_mode_is_builtin_static_and_int8_is_integer(exported):
+    sizes = {}
+    for mode, path in exported["paths"].items():
+        report = check(path, "cpu")
+        assert report.ok, report.format()
+        assert report.custom_ops == [] and report.dynamic_tensors == []
+        assert report.inputs[0]["shape"][0] == 1
+        sizes[mode] = report.size_bytes
+    int8 = check(exported["paths"]["int8"], "npu")
+    assert int8.ok and float_tensors(exported["paths"]["int8"]) == [], int8.format()
+    assert int8.inputs[0]["dtype"] == "int8" and int8.outputs[0]["dtype"] == "int8"
+    # Smaller files show that the weights really are float16 / int8.
+    assert sizes["fp16"] < 0.6 * sizes["fp32"]
+    assert sizes["dynamic"] < 0.35 * sizes["fp32"] and sizes["int8"] < 0.35 * sizes["fp32"]
+    assert read_sidecar(exported["paths"]["int8"]).extra["export"]["mode"] == "int8"
+
+
+def test_gpu_report_for_the_logits_head(exported):
+    name, paths = exported["name"], exported["paths"]
+    for mode in ("fp32", "fp16"):
+        report = check(paths[mode], "gpu")
+        assert report.ok, report.format()
+    int8 = check(paths["int8"], "gpu")
+    if name == "segnet":
+        # The integer unpooling selects between int8 tensors, which the delegate only does for float ones.
+        assert {f.op for f in int8.failures} == {"SELECT_V2"}, int8.format()
+    else:
+        assert int8.ok, int8.format()
+    dynamic = check(paths["dynamic"], "gpu")
+    assert not dynamic.ok and all("hybrid kernel" in f.message for f in dynamic.failures)
+
+
+def test_float_modes_match_keras_and_int8_runs(exported):
+    name, x, expected = exported["name"], exported["x"], exported["keras"]
+    scale = max(1.0, float(np.abs(expected).max()))
+    keras_labels = np.argmax(expected, -1)
+    outputs = {mode: TFLiteModel(path, num_threads=2)(x) for mode, path in exported["paths"].items()}
+    for mode, out in outputs.items():
+        assert out.shape == expected.shape and out.dtype == np.float32 and np.all(np.isfinite(out)), mode
+    fp32_err = np.abs(outputs["fp32"] - expected)
+    fp16_err = np.abs(outputs["fp16"] - expected)
+    if name == "segnet":
+        # Max-unpooling places a value at the first maximum of its window; where two candidates differ by float
+        # rounding only (1e-5 here), TFLite and TensorFlow may pick different ones, and the convolutions after it
+        # spread that over a patch. Most values still agree to rounding.
+        assert np.median(fp32_err) <= 1e-5 * scale and np.median(fp16_err) <= 1e-2 * scale, name
+        assert np.mean(np.argmax(outputs["fp32"], -1) == keras_labels) >= 0.95
+    else:
+        assert fp32_err.max() <= 1e-4 * scale, (name, fp32_err.max())
+        assert np.mean(np.argmax(outputs["fp32"], -1) == keras_labels) >= 0.999
+        assert np.quantile(fp16_err, 0.99) <= 2e-2 * scale, (name, fp16_err.max())
+    # Random weights calibrated on 4 noise images: int8 must follow the logits, not match them.
+    correlation = np.corrcoef(outputs["int8"].ravel(), expected.ravel())[0, 1]
+    assert correlation > 0.9, (name, correlation)
+
+
+@pytest.mark.parametrize("name", HOST_UPSAMPLE)
+def test_host_upsample_leaves_the_final_resize_to_the_host(name, tmp_path):
+    keras.utils.set_random_seed(12)
+    model = kerasseg.build_model(name, **CASES[name]["kwargs"])
+    height, width, _ = model.inputs[0].shape[1:]
+    path = to_tflite(model, tmp_path / f"{name}.tflite", host_upsample=True, target="gpu")
+    record = read_sidecar(path).extra["export"]
+    assert record["host_upsample"]["size"] == [height, width]
+    assert record["output_shape"][1] < height and "RESIZE_BILINEAR" in check(path).ops
+    x = np.random.default_rng(1).normal(size=(1, height, width, 3)).astype(np.float32)
+    reduced = TFLiteModel(path)(x)
+    full = tf.image.resize(reduced, (height, width), method="bilinear").numpy()
+    expected = model(x, training=False).numpy()
+    np.testing.assert_allclose(full, expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_int8_unpooling_is_integer_and_exact(tmp_path):
+    # Unpooling a map with its own pooled values: each window's maximum stays where it was, the rest is zero.
+    inputs = keras.Input((16, 16, 4))
+    pooled = keras.layers.MaxPooling2D(2)(inputs)
+    model = keras.Model(inputs, MaxUnpooling2D()([pooled, inputs, pooled]))
+    rng = np.random.default_rng(2)
+    calibration = rng.uniform(0.5, 1.5, size=(8, 16, 16, 4)).astype(np.float32)
+    path = to_tflite(model, tmp_path / "unpool.tflite", "int8", representative_data=calibration,
+                     num_calibration_samples=8, verbose=False)
+    report = check(path, "npu")
+    assert report.ok and report.float_tensors == [], report.format()
+    assert {"EQUAL", "SELECT_V2"} <= set(report.ops) and "CAST" not in report.ops and "QUANTIZE" not in report.ops
+    lite = TFLiteModel(path)
+    x = rng.uniform(0.5, 1.5, size=(2, 16, 16, 4)).astype(np.float32)
+    # What the int8 model sees: the input rounded to its quantisation grid (ties between rounded values included).
+    scale, zero_point = lite.input_quantization
+    xq = ((np.clip(np.round(x / scale) + zero_point, -128, 127) - zero_point) * scale).astype(np.float32)
+    reference = model(xq, training=False).numpy()
+    out = lite(x)
+    np.testing.assert_array_equal(out != 0, reference != 0)
+    np.testing.assert_allclose(out, reference, atol=lite.output_quantization[0] * 0.51)
