@@ -95,6 +95,10 @@ class ModelMetadata:
             out.ignore_label = int(ignore_label)
         return out
 
+    def with_input_shape(self, input_shape) -> "ModelMetadata":
+        """A copy for the same network built at another input size."""
+        return dataclasses.replace(self, input_shape=[int(d) for d in input_shape], extra=dict(self.extra))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -129,10 +129,3 @@ def test_mirrored_two_logical_cpus_matches_single_device(setup):
     diff = _max_difference(tmp / "single" / "final.keras", tmp / "mirrored" / "final.keras")
     print(f"mirrored vs single: max |dw| = {diff:.3g}")
     assert diff <= TOLERANCE
-
-
-def test_multiworker_is_refused_with_a_clear_message():
-    from kerasseg.training import TrainConfig
-
-    with pytest.raises(ValueError, match="MultiWorkerMirroredStrategy. Received: strategy='multiworker'"):
-        TrainConfig(strategy="multiworker").validate()

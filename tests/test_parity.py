@@ -121,6 +121,23 @@ def test_host_upsampled_logits_are_resized_like_keras(tmp_path):
     assert record["host_upsample"]["size"] == [H, W] and record["output_shape"] == [1, H // 2, W // 2, 3]
 
 
+def test_a_ready_qat_file_is_scored_with_its_bound(colours, result):
+    model, _ = colours
+    x_val, y_val = _scenes(6, 1)
+    int8 = result.row("int8")
+    # The int8 file of the first run, passed in as the quantisation-aware one, scores exactly as it did there.
+    res = parity(model, list(zip(x_val, y_val)), variants=[], files={"qat": int8.path}, latency_runs=0,
+                 verbose=False)
+    row = res.row("tflite-int8-qat")
+    assert row.variant == "qat" and row.bound == MIOU_BOUNDS["qat"] == 0.5 and row.path == int8.path
+    assert row.miou == pytest.approx(int8.miou) and row.pixel_agreement == pytest.approx(int8.pixel_agreement)
+    assert "tflite-int8-qat" in res.format()
+    with pytest.raises(ValueError, match="files keyed by one of"):
+        parity(model, list(zip(x_val, y_val)), variants=["fp32"], files={"int4": int8.path})
+    with pytest.raises(ValueError, match="existing .tflite"):
+        parity(model, list(zip(x_val, y_val)), variants=["fp32"], files={"qat": "missing.tflite"})
+
+
 def test_bad_arguments(colours):
     model, x_train = colours
     data = [_scenes(1, 4)]

@@ -143,6 +143,25 @@ def test_fold_transposed_batchnorm_preserves_outputs():
     assert fold_transposed_batchnorm(plain) is plain
 
 
+def test_qat_loss_matches_the_float_training_loss_with_class_weights():
+    import tensorflow as tf
+
+    from kerasseg.export.qat import masked_sparse_crossentropy
+    from kerasseg.losses import SparseCategoricalCrossentropyIgnore
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, (2, 5, 6)).astype(np.int32)
+    labels[0, :2] = 255
+    weights = [0.5, 2.0, 1.0, 3.0]
+    for w in (None, weights):
+        expected = SparseCategoricalCrossentropyIgnore(class_weights=w)(labels, logits)
+        got = masked_sparse_crossentropy(255, w)(tf.constant(labels), tf.constant(logits))
+        np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
+    with pytest.raises(ValueError, match="class_weights"):
+        masked_sparse_crossentropy(255, [1.0, -1.0])
+
+
 def test_qat_to_tflite_rejects_float_model_and_bad_path(tmp_path):
     from kerasseg.export.qat import qat_to_tflite, rebuild_tf_keras
 

@@ -105,6 +105,11 @@ def test_yaml_config_and_flag_override(tmp_path):
     ({"unfreeze_at_epoch": 2}, "freeze_encoder"),
     ({"init_from": "/nonexistent/x.keras"}, "init_from"),
     ({"epochs": 0}, "epochs"),
+    ({"dataset": "kitti"}, "dataset"),
+    ({"scale_range": [2.0, 1.0]}, "scale_range"),
+    ({"scale_range": "big"}, "scale_range"),
+    ({"augment": False, "photometric": True}, "photometric"),
+    ({"val_split": ""}, "val_split"),
 ])
 def test_config_validation_names_the_option(values, match):
     with pytest.raises(ValueError, match=match):
@@ -233,3 +238,65 @@ def test_init_from_freeze_unfreeze_and_mixed_precision(tiny_root, tiny_aux_model
     model = kerasseg.load_model(result["final_path"])
     assert model.outputs[0].dtype == "float32" and model.get_layer("layer01_conv").dtype_policy.name == \
         "mixed_float16"
+
+
+# ------------------------------------------------------------------------------------------------ crops vs frames
+
+def _camvid_like(root, h=32, w=48):
+    """The SegNet CamVid layout with frames of h x w: 4 train / 2 val, labels 0..10 in bands plus void (11)."""
+    from tests.dataset_fixtures import image, save_index, save_rgb
+
+    for split, n in (("train", 4), ("val", 2)):
+        for k in range(n):
+            name = f"0001TP_{split}{k:03d}.png"
+            labels = (np.arange(w)[None, :] // 4 + k + np.zeros((h, 1), int)) % 12
+            save_rgb(os.path.join(root, split, name), image(10 * k + len(split), h, w))
+            save_index(os.path.join(root, split + "annot", name), labels)
+    return str(root)
+
+
+def test_training_on_crops_validates_and_saves_at_the_full_frame(tiny_aux_model, tmp_path):
+    import kerasseg
+    from kerasseg import data as ksdata
+    from kerasseg.evaluation import evaluate, keras_predict_fn
+    from kerasseg.training import train
+
+    root = _camvid_like(tmp_path / "camvid")
+    out = tmp_path / "run"
+    result = train(TrainConfig(model=tiny_aux_model, dataset="camvid", data_dir=root, output_dir=str(out),
+                               input_size=(32, 48), crop_size=(16, 24), scale_range=(0.75, 1.25),
+                               photometric=True, cache=True, epochs=2, batch_size=2, lr=1e-2, verbose=0,
+                               class_weights="median", backup_freq="none"))
+    assert result["num_classes"] == 11 and len(result["class_weights"]) == 11
+    # the median-frequency weights of the CamVid labels, void excluded
+    assert result["class_weights"] == pytest.approx(compute_class_weights(root, "median", format="camvid"))
+    logs = result["history"][-1]
+    assert {"val_miou", "val_pixel_accuracy", "learning_rate"} <= set(logs)
+    final = kerasseg.load_model(result["final_path"])
+    assert tuple(final.inputs[0].shape) == (None, 32, 48, 3) and len(final.outputs) == 1
+    assert final.kerasseg_metadata.input_shape == [32, 48, 3]
+    assert final.kerasseg_metadata.class_names[0] == "sky"
+    # the logged figure is the full-frame mIoU of the saved model
+    val = ksdata.load_dataset("camvid", root, "val", batch_size=1, normalization=final)
+    full = evaluate(keras_predict_fn(final), val, num_classes=11)
+    assert logs["val_miou"] == pytest.approx(full.miou, abs=1e-6)
+    assert kerasseg.load_model(result["best_path"]).inputs[0].shape[1:3] == (32, 48)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["crop_size"] == [16, 24] and saved["scale_range"] == [0.75, 1.25]
+
+
+def test_copy_model_weights_names_the_mismatch():
+    import keras
+
+    from kerasseg.training.callbacks import copy_model_weights
+
+    def dense_model(size):
+        inputs = keras.Input((size, size, 1))
+        return keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(inputs)))
+
+    a, b, c = dense_model(4), dense_model(4), dense_model(6)
+    a.get_layer("head").kernel.assign(np.ones((16, 2), np.float32))
+    copy_model_weights(a, b)
+    np.testing.assert_array_equal(b.get_layer("head").kernel.numpy(), np.ones((16, 2)))
+    with pytest.raises(ValueError, match="head.*depends on its input size"):
+        copy_model_weights(a, c)

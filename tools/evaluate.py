@@ -27,10 +27,12 @@ if ROOT not in sys.path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a .keras file saved by kerasseg (tools/train.py writes best.keras)")
-    p.add_argument("--dataset", default="folder", choices=["folder", "synthetic"],
+    p.add_argument("--dataset", default="folder",
+                   choices=["folder", "synthetic", "camvid", "cityscapes", "voc", "ade20k"],
                    help="'folder': images/SPLIT, masks/SPLIT and classes.json under --data-dir; 'synthetic': the "
                         "generated street scenes, used as they are when --data-dir holds them, generated there "
-                        "otherwise (with --num-train, --num-val, --seed and the model's input size)")
+                        "otherwise (with --num-train, --num-val, --seed and the model's input size); the others: "
+                        "the public datasets' own layouts (see kerasseg.data)")
     p.add_argument("--data-dir", required=True, help="dataset root")
     p.add_argument("--split", default="val")
     p.add_argument("--mode", default="whole", choices=["whole", "slide", "multiscale"])

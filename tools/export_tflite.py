@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="the trained .keras model")
     p.add_argument("--mode", required=True, choices=["fp32", "fp16", "dynamic", "int8"])
-    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "folder"])
+    p.add_argument("--dataset", default="synthetic",
+                   choices=["synthetic", "folder", "camvid", "cityscapes", "voc", "ade20k"],
+                   help="dataset format (default synthetic)")
     p.add_argument("--data-dir", default="runs/synthetic", help="dataset root (train split: calibration, val: check)")
     p.add_argument("--output", required=True, help="destination .tflite file (a .json sidecar is written beside it)")
     p.add_argument("--num-calibration", type=int, default=100, help="calibration images for int8 (default 100)")

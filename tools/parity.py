@@ -8,7 +8,7 @@ Example::
         --variants fp32,fp16,dynamic,int8,onnx --threads 2 --output-dir runs/parity
 
 The table gives each runtime's mIoU, its difference to Keras (in mIoU points) against the variant's bound (fp32 and
-ONNX 0.01, fp16 0.1, dynamic and int8 1.0), the largest per-class IoU difference, the pixel agreement with Keras, the
+ONNX 0.01, fp16 0.1, dynamic and int8 1.0, the ``--qat`` int8 file 0.5), the largest per-class IoU difference, the pixel agreement with Keras, the
 largest logit difference, the file size and the latency of one image (median and 90th percentile) with the speed-up
 over Keras, followed by the per-class IoU differences. Int8 calibration images come from the train split.
 Exit status: 0 every variant within its bound, 1 some variant outside it, 2 bad arguments or input.
@@ -24,10 +24,14 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="the trained .keras model")
-    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "folder"])
+    p.add_argument("--dataset", default="synthetic",
+                   choices=["synthetic", "folder", "camvid", "cityscapes", "voc", "ade20k"],
+                   help="dataset format (default synthetic)")
     p.add_argument("--data-dir", default="runs/synthetic", help="dataset root (train split: calibration, val: scoring)")
     p.add_argument("--variants", default="fp32,fp16,dynamic,int8,onnx",
                    help="comma-separated subset of fp32,fp16,dynamic,int8,onnx (default all)")
+    p.add_argument("--qat", help="also score this int8 .tflite from quantisation-aware training (tools/qat.py), "
+                                 "bound 0.5 mIoU points")
     p.add_argument("--num-calibration", type=int, default=100, help="int8 calibration images (default 100)")
     p.add_argument("--max-eval-images", type=int, default=None, help="score at most this many val images")
     p.add_argument("--threads", type=int, default=2, help="threads of every runtime, TensorFlow included (default 2)")
@@ -75,7 +79,8 @@ def main(argv=None) -> int:
         result = parity(model, val, variants=variants, representative_data=calibration,
                         num_calibration_samples=args.num_calibration, output_dir=args.output_dir, metadata=metadata,
                         host_upsample=args.host_upsample, max_images=args.max_eval_images, num_threads=args.threads,
-                        latency_runs=args.runs, model_path=args.model)
+                        latency_runs=args.runs, model_path=args.model,
+                        files={"qat": args.qat} if args.qat else None)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (whole split by default)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the fine-tune")
+    p.add_argument("--class-weights", default=None,
+                   help="none | median | enet | JSON list, as in training (default: the training run's, when the "
+                        "model records it, else none)")
     p.add_argument("--calibration-samples", type=int, default=50,
                    help="training images for tensors without a trained range and for --compare-ptq")
     p.add_argument("--max-eval-images", type=int, default=None, help="score at most this many validation images")
@@ -70,15 +73,23 @@ def run(args) -> dict:
                                 normalization=(list(meta.mean), list(meta.std)),
                                 repeat=args.steps_per_epoch is not None)
     calib = [np.asarray(image) for image, _ in calibration.take(args.calibration_samples)]
+    from kerasseg.data.class_weights import resolve_class_weights
+
+    weights_spec = args.class_weights
+    if weights_spec is None:
+        weights_spec = (meta.extra.get("training") or {}).get("class_weights")
+    class_weights = resolve_class_weights(weights_spec, args.data_dir, meta.num_classes,
+                                          "folder" if args.dataset == "synthetic" else args.dataset)
 
     qat_model = qat.quantize_aware(model, representative_data=calib, num_calibration_samples=args.calibration_samples)
     history = qat.fine_tune(qat_model, train, epochs=args.epochs, learning_rate=args.lr,
                             steps_per_epoch=args.steps_per_epoch, ignore_label=meta.ignore_label,
-                            verbose=args.verbose)
+                            class_weights=class_weights, verbose=args.verbose)
     target = None if args.target == "none" else args.target
     qat.qat_to_tflite(qat_model, args.output, metadata=meta, representative_data=calib,
                       num_calibration_samples=args.calibration_samples, target=target)
     report = {"model": args.model, "output": args.output, "epochs": args.epochs, "lr": args.lr,
+              "class_weights": weights_spec,
               "loss": [float(v) for v in history.get("loss", [])]}
     scores = compare_keras_tflite(model, args.output, eval_data, meta.num_classes, meta.ignore_label,
                                   max_images=args.max_eval_images)

@@ -35,6 +35,14 @@ def _flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, received {value!r}")
 
 
+def _pair_of_floats(value: str):
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX such as 0.75,1.5, received {value!r}") from None
+    return [low, high]
+
+
 def _optional_int(value: str):
     return None if value.lower() == "none" else int(value)
 
@@ -46,9 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 argument_default=None)
     p.add_argument("--config", help="YAML or JSON file of options; command-line flags override it")
     p.add_argument("--model", help="registry name (see kerasseg.list_models()); default erfnet")
-    p.add_argument("--dataset", choices=["synthetic", "folder"], help="default synthetic")
+    p.add_argument("--dataset", choices=["synthetic", "folder", "camvid", "cityscapes", "voc", "ade20k"],
+                   help="dataset format; default synthetic")
     p.add_argument("--data-dir", help="dataset root (generated there for 'synthetic'); default runs/synthetic")
-    p.add_argument("--input-size", help="HEIGHTxWIDTH of the model input and training crops; default 128x256")
+    p.add_argument("--input-size", help="HEIGHTxWIDTH of the saved model's input and of the validation images "
+                                        "(and of the training crops without --crop-size); default 128x256")
+    p.add_argument("--crop-size", help="HEIGHTxWIDTH of the training crops when smaller than --input-size (the "
+                                       "model is validated and saved at --input-size); default: --input-size")
+    p.add_argument("--scale-range", type=_pair_of_floats,
+                   help="MIN,MAX random scale before cropping, e.g. 0.75,1.5; default none")
+    p.add_argument("--photometric", action="store_const", const=True,
+                   help="random brightness / contrast / saturation / hue")
+    p.add_argument("--cache", action="store_const", const=True, help="keep decoded images in memory")
+    p.add_argument("--train-split", help="default train")
+    p.add_argument("--val-split", help="default val")
     p.add_argument("--epochs", type=int, help="default 10")
     p.add_argument("--batch-size", type=int, help="global batch size; default 8")
     p.add_argument("--steps-per-epoch", type=_optional_int, help="default: training images // batch size")
@@ -68,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", action="store_const", const=True,
                    help="mixed_float16 compute with float32 logits (GPU)")
     p.add_argument("--jit", action="store_const", const=True, help="XLA-compile the train step")
-    p.add_argument("--strategy", choices=["none", "mirrored"],
-                   help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); default none")
+    p.add_argument("--strategy", choices=["none", "mirrored", "multiworker"],
+                   help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); multiworker = "
+                        "MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (run on every worker); "
+                        "default none")
     p.add_argument("--sync-bn", action="store_const", const=True, help="batch norm over all replicas")
     p.add_argument("--backup-freq", help="BackupAndRestore frequency: epoch | STEPS | none; default epoch")
     p.add_argument("--tensorboard", action="store_const", const=True,

@@ -24,26 +24,28 @@ __all__ = ["CLASS_WEIGHT_METHODS", "class_frequencies", "compute_class_weights",
 CLASS_WEIGHT_METHODS = ("median", "enet")
 
 
-def class_frequencies(root, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Per-class pixel counts of a folder dataset split.
+def class_frequencies(root, split: str = "train", format: str = "folder") -> tuple[np.ndarray, np.ndarray]:
+    """Per-class pixel counts of a dataset split.
 
-    Masks are read through the folder loader, so every mask format it accepts (index PNGs, palette PNGs, RGB colour
-    masks mapped through ``classes.json``) is counted alike; ignored pixels are not counted.
+    Masks are read through the dataset pipeline, so every mask format it accepts (index PNGs, palette PNGs, RGB
+    colour masks mapped through ``classes.json``, each format's label mapping) is counted alike; ignored pixels are
+    not counted.
 
     Args:
-        root: dataset folder (`kerasseg.data.folder` layout).
+        root: dataset folder.
         split: split name.
+        format: dataset format (`kerasseg.data.DATASET_FORMATS`); ``"folder"`` also reads synthetic datasets.
 
     Returns:
         ``(pixels, image_pixels)``: int64 arrays of length ``num_classes``; ``pixels[c]`` counts the pixels of class
         ``c``, ``image_pixels[c]`` the labelled pixels of the images in which ``c`` occurs.
     """
-    from kerasseg.data.folder import folder_dataset, list_pairs, read_classes
+    from kerasseg.data import load_dataset
+    from kerasseg.data.formats import resolve
 
-    classes = read_classes(root)
-    n = classes.num_classes
-    list_pairs(root, split)  # fails early, naming the folder or file, on a broken split
-    ds = folder_dataset(root, split, batch_size=1, crop_size=None, augment=False, shuffle=False)
+    spec = resolve(format, os.fspath(root), split)  # fails early, naming the folder or file, on a broken split
+    n = spec.classes.num_classes
+    ds = load_dataset(format, root, split, batch_size=1, crop_size=None, augment=False, shuffle=False)
     pixels = np.zeros(n, np.int64)
     image_pixels = np.zeros(n, np.int64)
     for _, label in ds:
@@ -55,7 +57,7 @@ def class_frequencies(root, split: str = "train") -> tuple[np.ndarray, np.ndarra
     return pixels, image_pixels
 
 
-def compute_class_weights(root, method: str, split: str = "train") -> list[float]:
+def compute_class_weights(root, method: str, split: str = "train", format: str = "folder") -> list[float]:
     """Class weights of a dataset split by ``method`` (``"median"`` or ``"enet"``; see the module docstring).
 
     Raises:
@@ -63,7 +65,7 @@ def compute_class_weights(root, method: str, split: str = "train") -> list[float
     """
     if method not in CLASS_WEIGHT_METHODS:
         raise ValueError(f"Expected method to be one of {CLASS_WEIGHT_METHODS}. Received: method={method!r}")
-    pixels, image_pixels = class_frequencies(root, split)
+    pixels, image_pixels = class_frequencies(root, split, format)
     if pixels.sum() == 0:
         raise ValueError(f"Expected labelled pixels to compute class weights. Received: split {split!r} of "
                          f"{os.fspath(root)!r} has only ignored pixels")
@@ -78,7 +80,8 @@ def compute_class_weights(root, method: str, split: str = "train") -> list[float
     return [float(w) for w in weights]
 
 
-def resolve_class_weights(spec, root, num_classes: int) -> list[float] | None:
+def resolve_class_weights(spec, root, num_classes: int, format: str = "folder",
+                          split: str = "train") -> list[float] | None:
     """Class weights from a training option.
 
     Args:
@@ -86,6 +89,8 @@ def resolve_class_weights(spec, root, num_classes: int) -> list[float] | None:
             ``{"class_weights": [...]}`` object), or a list of numbers.
         root: dataset folder (for the computed schemes).
         num_classes: expected number of weights.
+        format: dataset format of ``root``.
+        split: split the computed schemes count.
 
     Returns:
         A list of ``num_classes`` floats, or ``None`` for unweighted training.
@@ -93,7 +98,7 @@ def resolve_class_weights(spec, root, num_classes: int) -> list[float] | None:
     if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
         return None
     if isinstance(spec, str) and spec.lower() in CLASS_WEIGHT_METHODS:
-        weights = compute_class_weights(root, spec.lower())
+        weights = compute_class_weights(root, spec.lower(), split, format)
     elif isinstance(spec, str):
         if not os.path.isfile(spec):
             raise ValueError(f"Expected class_weights to be 'none', 'median', 'enet' or a JSON file. "

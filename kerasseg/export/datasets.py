@@ -14,7 +14,7 @@ def export_data(model, dataset_format: str, root, *, calibration: bool = True, c
     Both pipelines come from `kerasseg.data.load_dataset` with batch size 1, no augmentation and the mean / std
     recorded in the model, so calibration sees exactly what the deployed model will. The calibration split is
     shuffled (with ``seed``) so that the first samples cover the split rather than its first files; the
-    evaluation split is not. Class names, palette and ignore label are taken from the dataset's ``classes.json``
+    evaluation split is not. Class names, palette and ignore label are taken from the dataset (its format's classes)
     when the model does not record them and the class count matches.
 
     Args:
@@ -46,9 +46,9 @@ def export_data(model, dataset_format: str, root, *, calibration: bool = True, c
                                     normalization=norm, shuffle=False)
     # After load_dataset: a synthetic dataset is only written on first use.
     try:
-        from kerasseg.data.folder import read_classes
+        from kerasseg.data.formats import resolve
 
-        classes = read_classes(root)
+        classes = resolve(dataset_format, root, eval_split, check_sizes=False).classes
     except (FileNotFoundError, ValueError, OSError):
         classes = None
     if classes is not None and len(classes.names) == metadata.num_classes:

@@ -26,14 +26,17 @@ import time
 
 import numpy as np
 
-__all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "ParityRow", "ParityResult", "parity", "time_runs"]
+__all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "FILE_VARIANTS", "ParityRow", "ParityResult", "parity", "time_runs"]
 
 # Largest accepted |mIoU(variant) - mIoU(Keras)|, in mIoU points. Dynamic-range quantisation is post-training
 # quantisation of the weights only, held to the int8 bound.
-MIOU_BOUNDS = {"fp32": 0.01, "fp16": 0.1, "dynamic": 1.0, "int8": 1.0, "onnx": 0.01}
+MIOU_BOUNDS = {"fp32": 0.01, "fp16": 0.1, "dynamic": 1.0, "int8": 1.0, "onnx": 0.01, "qat": 0.5}
 # What full-integer post-training quantisation should reach; reported, not enforced.
 INT8_GOAL = 0.5
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "onnx")
+# Variants scored from files made elsewhere (``parity(..., files=...)``): the int8 model of quantisation-aware
+# training (`kerasseg.export.quantize_aware`, ``tools/qat.py``), held to its tighter bound.
+FILE_VARIANTS = ("qat",)
 
 
 @dataclasses.dataclass
@@ -189,7 +192,7 @@ def _batch(array, ndim: int, what: str) -> np.ndarray:
 def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num_calibration_samples: int = 100,
            output_dir=None, metadata=None, io_dtype: str = "int8", opset: int = 17, host_upsample: bool = False,
            max_images: int | None = None, num_threads: int | None = 2, latency_runs: int = 10,
-           model_path=None, verbose: bool = True) -> ParityResult:
+           model_path=None, files=None, verbose: bool = True) -> ParityResult:
     """Exports ``model`` to each variant and scores all runtimes on ``eval_data`` with the same metric code.
 
     Args:
@@ -211,6 +214,8 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             sets both).
         latency_runs: timed runs per runtime (after two warm-up runs); 0 skips the latency.
         model_path: the ``.keras`` file, for the Keras row's size.
+        files: already exported models to score as well, ``{variant: path}`` with a variant of `FILE_VARIANTS`,
+            e.g. ``{"qat": "erfnet_qat_int8.tflite"}`` (a ``.tflite`` file of this model at its input size).
         verbose: progress to stderr.
 
     Returns:
@@ -227,9 +232,16 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
 
     variants = list(variants)
     unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants or len(set(variants)) != len(variants):
+    if unknown or len(set(variants)) != len(variants) or not (variants or files):
         raise ValueError(f"Expected variants to be distinct names from {list(VARIANTS)}. "
                          f"Received: variants={variants!r}")
+    files = dict(files or {})
+    for variant, path in files.items():
+        if variant not in FILE_VARIANTS:
+            raise ValueError(f"Expected files keyed by one of {list(FILE_VARIANTS)}. Received: files key "
+                             f"{variant!r}")
+        if not str(path).endswith(".tflite") or not os.path.isfile(path):
+            raise ValueError(f"Expected an existing .tflite file for files[{variant!r}]. Received: {path!r}")
     if max_images is not None and (not isinstance(max_images, (int, np.integer)) or max_images < 1):
         raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
     if not isinstance(latency_runs, int) or latency_runs < 0:
@@ -261,6 +273,10 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                           host_upsample=host_upsample, verbose=verbose)
                 runners[variant] = TFLiteModel(path, num_threads=num_threads)
             paths[variant] = path
+        for variant, path in files.items():
+            runners[variant] = TFLiteModel(os.fspath(path), num_threads=num_threads)
+            paths[variant] = os.fspath(path)
+        variants = variants + list(files)
 
         infer = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
         names = ["keras"] + variants
@@ -338,7 +354,8 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                 continue
             miou_delta = 100.0 * (scores["miou"] - keras_scores["miou"])
             bound = MIOU_BOUNDS[n]
-            rows.append(ParityRow("onnx" if n == "onnx" else f"tflite-{n}", n, paths[n], scores["miou"], iou,
+            name = {"onnx": "onnx", "qat": "tflite-int8-qat"}.get(n, f"tflite-{n}")
+            rows.append(ParityRow(name, n, paths[n], scores["miou"], iou,
                                   miou_delta, delta, agree[n] / scored, max_err[n], os.path.getsize(paths[n]),
                                   *latency[n], bound, bool(abs(miou_delta) <= bound)))
         return ParityResult(rows, done, class_names, num_threads)

@@ -528,12 +528,20 @@ def qat_to_tflite(qat_model, path, *, metadata=None, representative_data=None, n
 
 
 
-def masked_sparse_crossentropy(ignore_label: int | None = 255):
+def masked_sparse_crossentropy(ignore_label: int | None = 255, class_weights=None):
     """Pixel-wise cross-entropy on logits for ``tf_keras`` training, ignoring ``ignore_label`` pixels.
 
-    kerasseg's own losses are Keras 3 objects, which a ``tf_keras`` model cannot compile with.
+    kerasseg's own losses are Keras 3 objects, which a ``tf_keras`` model cannot compile with. With
+    ``class_weights`` each pixel is weighted by its true class and the sum is normalised by the sum of the weights,
+    as `kerasseg.losses.CrossEntropyLoss` does, so a model trained with weights is fine-tuned on the same objective.
     """
     import tensorflow as tf
+
+    if class_weights is not None:
+        class_weights = [float(w) for w in class_weights]
+        if not class_weights or any(not w >= 0 for w in class_weights):
+            raise ValueError(f"Expected class_weights to be a list of non-negative numbers. "
+                             f"Received: class_weights={class_weights!r}")
 
     def loss(labels, logits):
         labels = tf.cast(labels, tf.int32)
@@ -543,13 +551,16 @@ def masked_sparse_crossentropy(ignore_label: int | None = 255):
         safe = tf.where(valid, labels, tf.zeros_like(labels))
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=tf.cast(logits, tf.float32))
         weights = tf.cast(valid, tf.float32)
+        if class_weights is not None:
+            weights *= tf.gather(tf.constant(class_weights, tf.float32), safe)
+            return tf.reduce_sum(ce * weights) / tf.maximum(tf.reduce_sum(weights), 1e-6)
         return tf.reduce_sum(ce * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
     return loss
 
 
 def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 1e-4, steps_per_epoch=None,
-              ignore_label: int | None = 255, verbose: int = 2):
+              ignore_label: int | None = 255, class_weights=None, verbose: int = 2):
     """Compiles ``qat_model`` (Adam, ignore-aware cross-entropy) and fine-tunes it with ``fit``.
 
     Args:
@@ -560,6 +571,8 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
         learning_rate: Adam learning rate, typically 10-100 times below the float training's.
         steps_per_epoch: batches per epoch (the whole dataset when ``None``).
         ignore_label: label excluded from the loss.
+        class_weights: per-class loss weights (those of the float training, e.g. ``"median"`` weights resolved
+            with `kerasseg.data.class_weights.resolve_class_weights`), or ``None``.
         verbose: ``fit`` verbosity.
 
     Returns:
@@ -572,7 +585,7 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
     if not float(learning_rate) > 0:
         raise ValueError(f"Expected a positive learning_rate. Received: learning_rate={learning_rate!r}")
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(float(learning_rate)),
-                      loss=masked_sparse_crossentropy(ignore_label))
+                      loss=masked_sparse_crossentropy(ignore_label, class_weights))
     if isinstance(train_data, tuple) and len(train_data) == 2:
         # In-memory (images, labels) arrays; a tuple passed as x would be read as a two-input batch.
         history = qat_model.fit(*train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)

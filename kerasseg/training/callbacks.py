@@ -8,7 +8,8 @@ import keras
 
 from kerasseg.saving import save_model
 
-__all__ = ["BestModelCheckpoint", "GuardedBackupAndRestore", "LearningRateLogger", "NaNGuard", "SegmentationTensorBoard", "UnfreezeEncoder"]
+__all__ = ["BestModelCheckpoint", "FullSizeValidation", "GuardedBackupAndRestore", "LearningRateLogger", "NaNGuard",
+           "SegmentationTensorBoard", "UnfreezeEncoder", "copy_model_weights"]
 
 
 def _finite_loss(logs) -> bool:
@@ -87,6 +88,69 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             if self.enabled:
                 save_model(self.save_model if self.save_model is not None else self.model, self.path,
                            metadata=self.metadata)
+
+
+def copy_model_weights(source, target) -> None:
+    """Copies every weight of ``source`` into ``target``, the same architecture built at another input size.
+
+    Raises:
+        ValueError: the weight lists differ in length or in a shape (the first differing weight is named).
+    """
+    src, dst = source.weights, target.weights
+    if len(src) != len(dst):
+        raise ValueError(f"Expected {target.name!r} to have the weights of {source.name!r}. Received: "
+                         f"{len(dst)} weights for {len(src)}")
+    for a, b in zip(src, dst):
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"Expected weight {b.path!r} of shape {tuple(a.shape)} (from {a.path!r}). Received: "
+                             f"shape {tuple(b.shape)}; the architecture depends on its input size")
+    for a, b in zip(src, dst):
+        b.assign(a.value)
+
+
+class FullSizeValidation(keras.callbacks.Callback):
+    """Validates a network trained on crops at its full input size, and logs ``val_miou``.
+
+    Segmentation networks are usually trained on random crops smaller than the frames they are evaluated and
+    deployed on. At each epoch end the trained weights are copied into ``full_model`` (the same architecture built
+    at the full input size) and the validation split is scored with it through `kerasseg.evaluation.evaluate`, so the
+    figure is the whole-frame mIoU the saved model will reach. It adds ``val_miou`` and ``val_pixel_accuracy`` to the
+    epoch logs, before the checkpoint callbacks that follow it read them.
+
+    Args:
+        train_model: the model being trained (its first output).
+        full_model: the same architecture at the full input size, one output.
+        val_data: batches of ``(image, label)`` at the full input size.
+        num_classes: number of classes.
+        ignore_label: label not scored.
+        verbose: print the figures.
+    """
+
+    def __init__(self, train_model, full_model, val_data, num_classes: int, ignore_label: int = 255,
+                 verbose: int = 1):
+        super().__init__()
+        from kerasseg.evaluation.inference import keras_predict_fn
+
+        self.train_model, self.full_model, self.val_data = train_model, full_model, val_data
+        self.num_classes, self.ignore_label, self.verbose = int(num_classes), ignore_label, verbose
+        self.predict_fn = keras_predict_fn(full_model)
+        self.last = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        from kerasseg.evaluation import evaluate
+
+        if not _finite_loss(logs):
+            return
+        copy_model_weights(self.train_model, self.full_model)
+        result = evaluate(self.predict_fn, self.val_data, num_classes=self.num_classes,
+                          ignore_label=self.ignore_label, batch_size=8)
+        self.last = result
+        if logs is not None:
+            logs["val_miou"] = float(result.miou)
+            logs["val_pixel_accuracy"] = float(result.pixel_accuracy)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: full-size validation mIoU {result.miou:.4f}, pixel accuracy "
+                  f"{result.pixel_accuracy:.4f}", flush=True)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -9,7 +9,7 @@ import os
 __all__ = ["TrainConfig", "parse_size", "load_config_file", "config_from_dict", "OPTIMIZERS", "STRATEGIES"]
 
 OPTIMIZERS = ("adamw", "sgd")
-STRATEGIES = ("none", "mirrored")
+STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 def parse_size(text) -> tuple[int, int]:
@@ -36,10 +36,20 @@ class TrainConfig:
 
     Attributes:
         model: registry name.
-        dataset: dataset format (``"synthetic"`` or ``"folder"``).
+        dataset: dataset format, one of `kerasseg.data.DATASET_FORMATS` (``"synthetic"``, ``"folder"``,
+            ``"camvid"``, ``"cityscapes"``, ``"voc"``, ``"ade20k"``).
         data_dir: dataset root; for ``"synthetic"`` it is generated there when missing.
         output_dir: where checkpoints, history and config go.
-        input_size: ``(height, width)`` of the model input and of the training crops.
+        input_size: ``(height, width)`` of the saved model's input and of the validation images (centre-cropped or
+            padded to it); also the training crop unless ``crop_size`` is given.
+        crop_size: ``(height, width)`` of the random training crops when they differ from ``input_size``, e.g.
+            ``(288, 384)`` crops for a ``(360, 480)`` model: the network is then trained at the crop size and
+            validated and saved at ``input_size`` with the same weights (fully convolutional models only).
+        scale_range: ``(min, max)`` random scale applied before cropping, e.g. ``(0.75, 1.5)``; ``None``: none.
+        photometric: random brightness / contrast / saturation / hue on the training images.
+        cache: keep the decoded training and validation images in memory (small datasets).
+        train_split: split to train on.
+        val_split: split to validate on.
         epochs: training epochs.
         batch_size: global batch size (split over the replicas under a distribution strategy).
         lr: peak learning rate of the poly schedule.
@@ -61,7 +71,10 @@ class TrainConfig:
             runs, at some speed cost).
         mixed_precision: ``mixed_float16`` compute with float32 logits and loss scaling (for GPUs).
         jit: XLA-compile the train step (``True``); ``None`` leaves Keras' default (``"auto"``).
-        strategy: ``"none"`` or ``"mirrored"`` (all local GPUs, or all logical CPUs).
+        strategy: ``"none"``, ``"mirrored"`` (all local GPUs, or all logical CPUs) or ``"multiworker"``
+            (``MultiWorkerMirroredStrategy`` over the cluster in the ``TF_CONFIG`` environment variable: run the same
+            training on every worker, each with its own ``TF_CONFIG`` task; only the chief writes ``output_dir``,
+            the other workers write to ``output_dir/workertemp_<index>``, removed when the run ends).
         sync_bn: batch-norm statistics over the global batch (all replicas) instead of per replica.
         backup_freq: BackupAndRestore frequency: ``"epoch"``, a number of steps, or ``"none"`` to disable; a run
             restarted on the same ``output_dir`` resumes from the backup.
@@ -80,6 +93,12 @@ class TrainConfig:
     data_dir: str = "runs/synthetic"
     output_dir: str = "runs/train"
     input_size: tuple = (128, 256)
+    crop_size: object = None
+    scale_range: object = None
+    photometric: bool = False
+    cache: bool = False
+    train_split: str = "train"
+    val_split: str = "val"
     epochs: int = 10
     batch_size: int = 8
     lr: float = 5e-4
@@ -112,8 +131,30 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Normalises and checks the options; raises ``ValueError`` naming the offending option."""
         self.input_size = parse_size(self.input_size)
-        if self.dataset not in ("synthetic", "folder"):
-            raise ValueError(f"Expected dataset 'synthetic' or 'folder'. Received: dataset={self.dataset!r}")
+        from kerasseg.data.formats import FORMAT_NAMES
+
+        if self.dataset not in FORMAT_NAMES:
+            raise ValueError(f"Expected dataset to be one of {list(FORMAT_NAMES)}. Received: dataset={self.dataset!r}")
+        if self.crop_size is not None:
+            self.crop_size = parse_size(self.crop_size)
+            if self.crop_size == self.input_size:
+                self.crop_size = None
+        if self.scale_range is not None:
+            try:
+                low, high = (float(v) for v in self.scale_range)
+            except (TypeError, ValueError):
+                raise ValueError(f"Expected scale_range to be a (min, max) pair. "
+                                 f"Received: scale_range={self.scale_range!r}") from None
+            if not 0 < low <= high:
+                raise ValueError(f"Expected scale_range with 0 < min <= max. Received: scale_range={self.scale_range!r}")
+            self.scale_range = (low, high)
+        if not self.augment and (self.scale_range is not None or self.photometric):
+            raise ValueError(f"Expected scale_range and photometric only together with augment=True. Received: "
+                             f"augment=False, scale_range={self.scale_range!r}, photometric={self.photometric!r}")
+        for arg in ("train_split", "val_split"):
+            value = getattr(self, arg)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"Expected {arg} to be a split name such as 'train'. Received: {arg}={value!r}")
         for arg in ("epochs", "batch_size", "num_train", "num_val"):
             value = getattr(self, arg)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -124,13 +165,12 @@ class TrainConfig:
             raise ValueError(f"Expected model_kwargs to be a dict. Received: model_kwargs={self.model_kwargs!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Expected optimizer to be one of {OPTIMIZERS}. Received: optimizer={self.optimizer!r}")
-        if self.strategy == "multiworker":
-            # Keras 3's fit fails under MultiWorkerMirroredStrategy (it reduces the first (image, label) batch and
-            # the per-replica logs with calls that strategy rejects), so a multi-worker run cannot train.
-            raise ValueError("Expected strategy 'none' or 'mirrored': Keras 3 model.fit does not run under "
-                             "MultiWorkerMirroredStrategy. Received: strategy='multiworker'")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Expected strategy to be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
+        if self.strategy == "multiworker":
+            from kerasseg.training.distribute import read_tf_config
+
+            read_tf_config()  # every worker needs TF_CONFIG: fail before anything is built or written
         if not isinstance(self.aux_weight, (int, float)) or self.aux_weight < 0:
             raise ValueError(f"Expected aux_weight >= 0. Received: aux_weight={self.aux_weight!r}")
         if not isinstance(self.loss, str) or not self.loss.strip():
@@ -163,7 +203,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["input_size"] = list(d["input_size"]) if isinstance(d["input_size"], tuple) else d["input_size"]
+        for key in ("input_size", "crop_size", "scale_range"):
+            d[key] = list(d[key]) if isinstance(d[key], tuple) else d[key]
         return d
 
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 
 from kerasseg.training.config import TrainConfig, parse_size
@@ -112,12 +113,12 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     import kerasseg
     from kerasseg import data as ksdata
     from kerasseg.data.class_weights import resolve_class_weights
-    from kerasseg.data.folder import list_pairs, read_classes
+    from kerasseg.data.formats import resolve
     from kerasseg.losses import get_loss
     from kerasseg.metrics import MeanIoU
     from kerasseg.saving import atomic_path, save_model
     from kerasseg.training import callbacks as kscb
-    from kerasseg.training.distribute import is_chief, make_strategy, synchronize_batch_norm
+    from kerasseg.training.distribute import is_chief, make_strategy, synchronize_batch_norm, worker_dir
     from kerasseg.training.schedules import PolyDecay
     from kerasseg.training.transfer import copy_weights, set_encoder_trainable
 
@@ -126,22 +127,31 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
         tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(cfg.strategy)
     chief = is_chief(strategy)
-    out = cfg.output_dir
+    # The chief writes to output_dir; other workers of a multi-worker run write their backup, history and logs to a
+    # folder of their own inside it (removed after the run), so that they never overwrite the chief's files.
+    out = worker_dir(strategy, cfg.output_dir)
     os.makedirs(out, exist_ok=True)
     root = _prepare_dataset(cfg)
-    classes = read_classes(root)
+    # A generated synthetic dataset is a plain folder dataset.
+    data_format = "folder" if cfg.dataset == "synthetic" else cfg.dataset
+    train_spec = resolve(data_format, root, cfg.train_split)
+    resolve(data_format, root, cfg.val_split)  # fails now, naming the folder, rather than after the first epoch
+    classes = train_spec.classes
     num_classes = classes.num_classes
-    class_weights = resolve_class_weights(cfg.class_weights, root, num_classes)
+    class_weights = resolve_class_weights(cfg.class_weights, root, num_classes, data_format, cfg.train_split)
     keras.utils.set_random_seed(cfg.seed)
 
-    h, w = cfg.input_size
+    h, w = cfg.crop_size or cfg.input_size
     with strategy.scope():
         model = kerasseg.build_model(cfg.model, num_classes=num_classes, input_shape=(h, w, 3), **cfg.model_kwargs)
         metadata = model.kerasseg_metadata.with_dataset(class_names=classes.names, palette=classes.colors,
                                                         ignore_label=classes.ignore_label)
         metadata.extra["training"] = {"dataset": cfg.dataset, "data_dir": os.path.abspath(root),
                                       "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                                      "loss": cfg.loss, "optimizer": cfg.optimizer}
+                                      "loss": cfg.loss, "optimizer": cfg.optimizer,
+                                      "class_weights": cfg.class_weights if isinstance(cfg.class_weights, str)
+                                      else class_weights,
+                                      "crop_size": list(cfg.crop_size or cfg.input_size)}
         model.kerasseg_metadata = metadata
         transfer = None
         if cfg.init_from:
@@ -163,9 +173,21 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
         inference_model = model if num_outputs == 1 else keras.Model(model.inputs, model.outputs[0],
                                                                      name=model.name)
         inference_model.kerasseg_metadata = metadata
+        full_size_model = None
+        if cfg.crop_size is not None:
+            # Trained on crops, validated and saved at the full input size: the same builder at that size, whose
+            # weights are refreshed from the trained network before every validation and save.
+            full_size_model = kerasseg.build_model(cfg.model, num_classes=num_classes,
+                                                   input_shape=(*cfg.input_size, 3), **cfg.model_kwargs)
+            if len(full_size_model.outputs) == 2:
+                full_size_model = keras.Model(full_size_model.inputs, full_size_model.outputs[0],
+                                              name=full_size_model.name)
+            full_metadata = metadata.with_input_shape((*cfg.input_size, 3))
+            full_size_model.kerasseg_metadata = full_metadata
+            kscb.copy_model_weights(inference_model, full_size_model)
 
         norm = (metadata.mean, metadata.std)
-        num_train = len(list_pairs(root, "train"))
+        num_train = len(train_spec.pairs)
         steps_per_epoch = cfg.steps_per_epoch or max(1, num_train // cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
         schedule = PolyDecay(cfg.lr, decay_steps=total_steps, power=0.9,
@@ -189,18 +211,20 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
 
     backup_dir = os.path.join(out, "backup")
     initial_epoch = _completed_epochs(backup_dir) if cfg.backup_freq != "none" else 0
-    train_ds = ksdata.load_dataset("folder", root, "train", batch_size=cfg.batch_size, crop_size=(h, w),
-                                   augment=cfg.augment, normalization=norm, seed=cfg.seed, repeat=True)
+    train_ds = ksdata.load_dataset(data_format, root, cfg.train_split, batch_size=cfg.batch_size, crop_size=(h, w),
+                                   augment=cfg.augment, normalization=norm, seed=cfg.seed, repeat=True,
+                                   scale_range=cfg.scale_range, photometric=cfg.photometric, cache=cfg.cache)
     if initial_epoch:
         # A resumed run continues the data stream where the interrupted one stood after its last backed-up epoch,
         # so a deterministic run sees exactly the batches an uninterrupted run would.
         train_ds = train_ds.skip(initial_epoch * steps_per_epoch)
-    val_ds = ksdata.load_dataset("folder", root, "val", batch_size=cfg.batch_size, crop_size=(h, w), augment=False,
-                                 normalization=norm)
+    val_ds = ksdata.load_dataset(data_format, root, cfg.val_split, batch_size=cfg.batch_size,
+                                 crop_size=cfg.input_size, augment=False, normalization=norm, cache=cfg.cache)
     if num_outputs == 2:
         # The auxiliary head is supervised with the same labels as the main output.
         train_ds = train_ds.map(lambda x, y: (x, (y, y)))
-        val_ds = val_ds.map(lambda x, y: (x, (y, y)))
+        if full_size_model is None:
+            val_ds = val_ds.map(lambda x, y: (x, (y, y)))
     options = tf.data.Options()
     options.deterministic = True
     # Each replica takes its share of every global batch (file sharding would change the batches' contents).
@@ -217,14 +241,20 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
             print(f"resuming from {backup_dir} after epoch {initial_epoch}", flush=True)
 
     monitor = "val_miou"
-    if num_outputs == 2:
+    if num_outputs == 2 and full_size_model is None:
         monitor = f"val_{model.output_names[0]}_miou"
     best_path = os.path.join(cfg.output_dir, "best.keras")
     final_path = os.path.join(cfg.output_dir, "final.keras")
-    best = kscb.BestModelCheckpoint(best_path, monitor=monitor, mode="max", metadata=metadata,
-                                    verbose=int(cfg.verbose > 0), save_model=inference_model, enabled=chief)
+    saved_model = inference_model if full_size_model is None else full_size_model
+    saved_metadata = saved_model.kerasseg_metadata
+    best = kscb.BestModelCheckpoint(best_path, monitor=monitor, mode="max", metadata=saved_metadata,
+                                    verbose=int(cfg.verbose > 0), save_model=saved_model, enabled=chief)
     nan_guard = kscb.NaNGuard()
-    callbacks = [kscb.LearningRateLogger(), nan_guard, best]
+    callbacks = [kscb.LearningRateLogger(), nan_guard]
+    if full_size_model is not None:
+        callbacks.append(kscb.FullSizeValidation(inference_model, full_size_model, val_ds, num_classes,
+                                                 ignore_label=classes.ignore_label, verbose=cfg.verbose))
+    callbacks.append(best)
     if cfg.unfreeze_at_epoch is not None:
         callbacks.append(kscb.UnfreezeEncoder(cfg.unfreeze_at_epoch, verbose=cfg.verbose))
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=initial_epoch > 0))
@@ -235,8 +265,9 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
             raise ImportError("Expected the 'tensorboard' package for tensorboard=True (pip install tensorboard). "
                               "Received: tensorboard=True without it installed") from None
         log_dir = os.path.join(out, "tensorboard")
-        images, labels = next(iter(ksdata.load_dataset("folder", root, "val", batch_size=cfg.tensorboard_images,
-                                                       crop_size=(h, w), normalization=norm)))
+        images, labels = next(iter(ksdata.load_dataset(data_format, root, cfg.val_split,
+                                                       batch_size=cfg.tensorboard_images, crop_size=(h, w),
+                                                       normalization=norm)))
         callbacks += [keras.callbacks.TensorBoard(log_dir=log_dir),
                       kscb.SegmentationTensorBoard(log_dir, images, labels, metadata,
                                                    predict_model=inference_model)]
@@ -246,7 +277,8 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     callbacks += extra_callbacks
 
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+    history = model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                        validation_data=val_ds if full_size_model is None else None,
                         callbacks=callbacks, verbose=cfg.verbose)
     seconds = time.perf_counter() - start
     if nan_guard.stopped_at is not None:
@@ -257,8 +289,12 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
             f"{' and the backup in ' + backup_dir if os.path.isdir(backup_dir) else ''}. "
             f"Try a lower learning rate (lr={cfg.lr}), a warm-up (warmup_epochs) or check the data for "
             f"NaN/Inf values.")
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
     if chief:
-        save_model(inference_model, final_path, metadata=metadata)
+        if full_size_model is not None:
+            kscb.copy_model_weights(inference_model, full_size_model)
+        save_model(saved_model, final_path, metadata=saved_metadata)
     logs = [{k: float(v[i]) for k, v in history.history.items()} for i in range(len(history.epoch))]
     if num_outputs == 2:
         for entry in logs:
