@@ -173,6 +173,24 @@ def test_unpooling_breaks_ties_on_the_first_maximum():
     np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.parametrize("pool_size", [2, 3])
+def test_integer_unpooling_formulation_matches_the_float_one(pool_size):
+    # What int8 exports trace (kerasseg.layers.unpooling.integer_unpooling): no comparison, no SELECT_V2. On a grid
+    # of quantisation-like steps with many ties it places the same values as the exact float formulation.
+    from kerasseg.layers.unpooling import integer_unpooling
+
+    rng = np.random.default_rng(7)
+    x = (rng.integers(0, 4, size=(2, 4 * pool_size, 3 * pool_size, 3)) * 0.25).astype("float32")
+    pooled = tf.nn.max_pool2d(x, pool_size, pool_size, "VALID").numpy()
+    updates = rng.normal(size=pooled.shape).astype("float32")
+    layer = MaxUnpooling2D(pool_size=pool_size)
+    exact = layer([updates, x, pooled]).numpy()
+    with integer_unpooling():
+        integer = layer([updates, x, pooled]).numpy()
+    assert np.count_nonzero(exact) == updates.size  # one switch per window, ties included
+    np.testing.assert_array_equal(integer, exact)
+
+
 def test_unpooling_layer_validates_and_serialises():
     with pytest.raises(ValueError, match=r"Expected pool_size to be an integer >= 2. Received: pool_size=1"):
         MaxUnpooling2D(pool_size=1)

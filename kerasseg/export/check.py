@@ -409,6 +409,8 @@ def _gpu_op_rule(op, schema) -> str | None:
             return "GATHER needs 1-D int32 indices"
         return None
     if name in ("SELECT", "SELECT_V2"):
+        # CheckSelectV2GpuDelegateCompatibility (tensorflow/lite/tools/versioning/gpu_compatibility.cc): condition
+        # bool / float16 / float32, both branches float16 / float32, each the output's shape or a scalar.
         cond, a, b = op.inputs[:3]
         if cond.type not in ("BOOL", "FLOAT16", "FLOAT32") or a.type not in ("FLOAT16", "FLOAT32") \
                 or b.type not in ("FLOAT16", "FLOAT32"):

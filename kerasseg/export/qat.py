@@ -454,7 +454,13 @@ def qat_to_tflite_bytes(qat_model, *, representative_data=None, num_calibration_
     def serve(image):
         return qat_model(image, training=False)
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], qat_model)
+    from kerasseg.layers.unpooling import integer_unpooling
+
+    # As in export.tflite: the unpooling layers trace their integer formulation (GPU delegates take SELECT_V2 between
+    # float tensors only).
+    with integer_unpooling(True):
+        concrete = serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], qat_model)
     # As in export.tflite: freezing the concrete function folds the variables into constants.
     converter.experimental_lower_to_saved_model = False
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -399,6 +399,8 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     """
     import tensorflow as tf
 
+    from kerasseg.layers.unpooling import integer_unpooling
+
     mode = _check_choice("mode", mode, MODES)
     output = _check_choice("output", output, OUTPUT_HEADS)
     io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
@@ -424,7 +426,11 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
         return out if output == "labels" else tf.cast(out, tf.float32)
 
     # Never SELECT_TF_OPS (which Keras' own model.export(format="litert") enables): the car has no Flex runtime.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], exported)
+    # A full-integer model traces the unpooling layers' integer formulation: the float one selects with SELECT_V2,
+    # which the GPU delegate accepts between float tensors only (see kerasseg.layers.unpooling).
+    with integer_unpooling(mode == "int8"):
+        concrete = serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], exported)
     # The SavedModel round trip keeps Keras 3 variables as VAR_HANDLE / READ_VARIABLE resources instead of folding
     # them into constants; freezing the concrete function directly does fold them.
     converter.experimental_lower_to_saved_model = False

@@ -6,22 +6,63 @@ window (the "switch") and zeros elsewhere. The usual implementation records the 
 switches are recovered here instead from the two tensors the encoder already has, the map before pooling and the
 pooled map: a position is the switch of its window when it equals the window's maximum, keeping only the first such
 position in row-major order (the position ``argmax`` reports) so that ties still give exactly one switch per window.
-The graph uses SPACE_TO_DEPTH, SPLIT, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE only. All of them quantise,
-so a full-integer model stays integer throughout: max-pooling returns one of its quantised inputs with the same scale,
-so EQUAL compares int8 codes exactly, and SELECT_V2 only moves int8 values or the exactly representable zero. (Turning
-the comparison into a 0/1 multiplier instead needs a CAST from bool, whose float output the int8 converter leaves as
-float tensors with a QUANTIZE.) The float model also passes the TFLite GPU delegate's rules; the int8 one does not,
-because the delegate accepts SELECT_V2 with float operands only.
+
+Two formulations compute the same switches:
+
+`switch_unpool` (the layer's float graph, exact)
+    SPACE_TO_DEPTH, SPLIT, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE. The TFLite GPU delegate takes it in
+    float32 / float16 models, but it selects with SELECT_V2, which the delegate accepts with float operands only
+    (``CheckSelectV2GpuDelegateCompatibility`` in ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``), so
+    its full-integer conversion is CPU / NPU only. Turning the bool comparison into a 0/1 multiplier instead does
+    not help: the only CAST from bool the delegate takes is to float, which an int8 model must not contain.
+
+`switch_unpool_integer` (what a full-integer TFLite export traces, see `integer_unpooling`)
+    no comparison and no bool tensor: the switch mask comes from saturating arithmetic that int8 requantisation
+    makes exact. ``g * pre_pool`` (gain ``g``) is max-pooled again, so the up-sampled window maximum and the map share
+    one int8 scale, and their difference is 0 at a maximum and at least one quantisation step elsewhere; multiplied
+    by a second gain and clipped to [0, 1] (MUL with a fused RELU_N1_TO_1) it is an exact 0 / 1 "miss" mask. The
+    first maximum of each window is resolved with MINIMUM / SUB+RELU on those 0 / 1 masks, and the mask multiplies
+    the tiled updates. Operators: MUL, MAX_POOL_2D, TILE, DEPTH_TO_SPACE, SUB, SPACE_TO_DEPTH, SPLIT, MINIMUM,
+    CONCATENATION, every one in the GPU delegate's set and fully integer. The switches are exact when the product
+    of the gains (`INTEGER_GAINS`) times the quantisation step of ``pre_pool`` is at least about 1 and the int8
+    multipliers do not overflow: activation ranges from about 0.01 to 10^4. In float (the calibration pass only)
+    differences below ``1 / prod(INTEGER_GAINS)`` give fractional masks, which is why the float model keeps the
+    exact formulation.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import keras
 import tensorflow as tf
 
 from kerasseg.layers._twin import twin_class
 
-__all__ = ["MaxUnpooling2D", "max_unpooling_class", "switch_unpool"]
+__all__ = ["MaxUnpooling2D", "max_unpooling_class", "switch_unpool", "switch_unpool_integer", "integer_unpooling",
+           "INTEGER_GAINS"]
+
+# (gain applied to pre_pool before the difference, gain applied to the difference before the clip to [0, 1]).
+# Their product sets the smallest pre_pool quantisation step told apart (1 / 32768, a range of about 0.008 in
+# 256 steps); the first one, alone, that of a difference whose calibrated range the converter inflates.
+INTEGER_GAINS = (64.0, 512.0)
+
+_INTEGER = contextvars.ContextVar("kerasseg_integer_unpooling", default=False)
+
+
+@contextlib.contextmanager
+def integer_unpooling(enabled: bool = True):
+    """While active, `MaxUnpooling2D` layers trace `switch_unpool_integer` instead of `switch_unpool`.
+
+    `kerasseg.export.to_tflite` traces full-integer (``"int8"``) exports under it, so that their unpooling is
+    GPU-delegate compatible; the Keras model itself, and float exports, keep the exact formulation.
+    """
+    token = _INTEGER.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _INTEGER.reset(token)
 
 
 def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
@@ -50,6 +91,34 @@ def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
     return tf.nn.depth_to_space(tf.concat(placed, axis=-1), pool_size)
 
 
+def switch_unpool_integer(updates, pre_pool, pooled, pool_size: int = 2, gains=INTEGER_GAINS):
+    """`switch_unpool` from arithmetic that full-integer TFLite models keep exact (see the module docstring).
+
+    Same arguments and result as `switch_unpool` where the differences between ``pre_pool`` values that are not
+    equal are at least ``1 / prod(gains)``; below that, a float run gives fractional masks. ``pooled`` is not read:
+    the window maximum is recomputed from ``gains[0] * pre_pool`` so that it shares that tensor's int8 scale.
+    """
+    del pooled  # by contract the max-pooling of pre_pool, recomputed below on the scaled map
+    cells = pool_size * pool_size
+    scaled = pre_pool * gains[0]
+    window_max = tf.nn.max_pool2d(scaled, pool_size, pool_size, "VALID")
+    window_max = tf.nn.depth_to_space(tf.tile(window_max, [1, 1, 1, cells]), pool_size)
+    # 0 at a window's maximum, 1 elsewhere; min(max(x, -1), 1) becomes RELU_N1_TO_1 fused into the MUL, whose int8
+    # output saturates (x >= 0 here, so this is a clip to [0, 1]).
+    miss = tf.minimum(tf.maximum((window_max - scaled) * gains[1], -1.0), 1.0)
+    misses = tf.split(tf.nn.space_to_depth(miss, pool_size), cells, axis=-1)
+    keep = [1.0 - misses[0]]  # the first cell is the switch whenever it is a maximum
+    free = misses[0]  # 1 while no earlier cell of the window was a maximum
+    for i in range(1, cells):
+        keep.append(tf.nn.relu(free - misses[i]))  # free and a maximum
+        if i < cells - 1:
+            free = tf.minimum(free, misses[i])
+    # Masking after DEPTH_TO_SPACE keeps the mask's own [0, 1] int8 scale (masking before it, the converter gave the
+    # mask the scale of the masked values).
+    mask = tf.nn.depth_to_space(tf.concat(keep, axis=-1), pool_size)
+    return mask * tf.nn.depth_to_space(tf.tile(updates, [1, 1, 1, cells]), pool_size)
+
+
 class _MaxUnpoolingMixin:
     def __init__(self, pool_size: int = 2, **kwargs):
         super().__init__(**kwargs)
@@ -73,6 +142,8 @@ class _MaxUnpoolingMixin:
 
     def call(self, inputs):
         updates, pre_pool, pooled = inputs
+        if _INTEGER.get():
+            return switch_unpool_integer(updates, pre_pool, pooled, self.pool_size)
         return switch_unpool(updates, pre_pool, pooled, self.pool_size)
 
     def compute_output_shape(self, input_shape):
@@ -88,8 +159,9 @@ class _MaxUnpoolingMixin:
 class MaxUnpooling2D(_MaxUnpoolingMixin, keras.layers.Layer):
     """Max-unpooling layer: ``[updates, pre_pool, pooled]`` → ``updates`` placed at the pooling switches.
 
-    See `switch_unpool`. ``pooled`` must be the ``pool_size`` × ``pool_size``, stride ``pool_size``, "valid"
-    max-pooling of ``pre_pool``; the output has ``pre_pool``'s shape.
+    See `switch_unpool` (and, for full-integer exports traced under `integer_unpooling`, `switch_unpool_integer`).
+    ``pooled`` must be the ``pool_size`` × ``pool_size``, stride ``pool_size``, "valid" max-pooling of ``pre_pool``;
+    the output has ``pre_pool``'s shape.
 
     Args:
         pool_size: side (and stride) of the pooling windows.
