@@ -132,6 +132,7 @@ def test_a_ready_qat_file_is_scored_with_its_bound(colours, result):
     assert row.variant == "qat" and row.bound == MIOU_BOUNDS["qat"] == 0.5 and row.path == int8.path
     assert row.miou == pytest.approx(int8.miou) and row.pixel_agreement == pytest.approx(int8.pixel_agreement)
     assert "tflite-int8-qat" in res.format()
+    assert row.within_bound == (row.miou_delta >= -0.5)
     with pytest.raises(ValueError, match="files keyed by one of"):
         parity(model, list(zip(x_val, y_val)), variants=["fp32"], files={"int4": int8.path})
     with pytest.raises(ValueError, match="existing .tflite"):

@@ -9,7 +9,10 @@ Steps:
      than ``--max-miou-drop`` points;
   5. run the int8 file through the device runtime in ``tflite/`` (numpy + LiteRT only) on the validation PNGs,
      score it with the same confusion-matrix code, and write a colour overlay PNG;
-  6. print one summary table.
+  6. print one summary table;
+  7. when a real street frame is at hand (``--real-frame``, by default the first CamVid validation frame under
+     ``../shared/camvid`` if that folder exists), segment it with the shipped ``erfnet_camvid`` int8 model through
+     the same runtime and write its overlay; without one this step is skipped.
 
 ``make demo`` runs this with its defaults (about 15 minutes on a 2-core CPU).
 """
@@ -40,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--num-calibration", type=int, default=100)
     p.add_argument("--max-miou-drop", type=float, default=1.0, help="int8 bound, in mIoU points")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--real-frame", default=None,
+                   help="an RGB street frame for the pretrained erfnet_camvid model (default: the first CamVid val "
+                        "frame under ../shared/camvid when present; 'none' skips)")
     return p.parse_args(argv)
 
 
@@ -142,11 +148,42 @@ def main(argv=None) -> int:
     per_class = int8_cm.scores()["iou"]
     print("\n  per-class IoU (Keras / int8): " + ", ".join(
         f"{n} {a:.2f}/{b:.2f}" for n, a, b in zip(meta.class_names, keras_cm.scores()["iou"], per_class)))
+    _real_frame(args, out)
     if drop > args.max_miou_drop:
         print(f"\nint8 model loses {drop:.2f} mIoU points, more than the bound of {args.max_miou_drop} points",
               file=sys.stderr)
         return 1
     return 0
+
+
+def _real_frame(args, out: str) -> None:
+    """Step 7: the shipped CamVid ERFNet (int8, device runtime) on a real street frame, when one is at hand."""
+    import numpy as np
+    from PIL import Image
+
+    import kerasseg
+    from tflite.runtime import Segmenter, overlay
+
+    frame = args.real_frame
+    if frame is None:
+        camvid = os.path.join(ROOT, "..", "shared", "camvid", "val")
+        names = sorted(f for f in os.listdir(camvid) if f.endswith(".png")) if os.path.isdir(camvid) else []
+        frame = os.path.join(camvid, names[0]) if names else None
+    if frame is None or frame == "none":
+        print("\n  real frame: none at hand (pass --real-frame FILE); skipped the pretrained erfnet_camvid step")
+        return
+    if not os.path.isfile(frame):
+        raise SystemExit(f"--real-frame: expected an image file. Received: {frame!r} (not found)")
+    seg = Segmenter(kerasseg.pretrained_files("erfnet_camvid")["tflite_int8"], num_threads=args.threads)
+    image = np.asarray(Image.open(frame).convert("RGB"))
+    labels = seg.predict(image)
+    ms = _timed(lambda: seg.predict(image), runs=10)
+    path = os.path.join(out, "pretrained_erfnet_camvid_overlay.png")
+    Image.fromarray(overlay(image, labels, seg.palette)).save(path)
+    shares = np.bincount(labels.ravel(), minlength=seg.num_classes) / labels.size
+    top = ", ".join(f"{seg.class_names[c]} {100 * shares[c]:.0f} %" for c in np.argsort(-shares)[:4])
+    print(f"\n  real frame {frame}: pretrained erfnet_camvid int8, {ms:.1f} ms per frame "
+          f"({image.shape[0]}x{image.shape[1]}); {top}; overlay {path}")
 
 
 if __name__ == "__main__":

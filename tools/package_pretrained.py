@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Package a trained model as a kerasseg pretrained asset: ``.keras`` + int8 ``.tflite`` + preprocessing sidecar.
+
+Example (how ``erfnet_camvid`` is made)::
+
+    python tools/train.py --config configs/erfnet_camvid.yaml --data-dir PATH/TO/CamVid
+    python tools/package_pretrained.py runs/erfnet_camvid/best.keras --name erfnet_camvid --dataset camvid \
+        --data-dir PATH/TO/CamVid --history runs/erfnet_camvid/history.csv
+
+Steps: the model is scored on the validation split (full frames, whole-image mode); an int8 TFLite file is exported
+with calibration images from the training split (or ``--int8 FILE``, e.g. a quantisation-aware one, is taken as
+it is) and scored the same way; a file that loses more than ``--max-miou-drop`` points is refused. The ``.keras``
+file is written without optimizer state and with a ``pretrained`` record in its metadata (validation mIoU and
+per-class IoU of both files, training epochs and time from the history); the local dataset path is not recorded.
+Everything is written atomically to ``--output-dir`` (the package's ``kerasseg/assets/pretrained`` by default) as
+``NAME.keras``, ``NAME_int8.tflite`` and ``NAME_int8.json``, and the sizes are checked against ``--max-mb``.
+Exit status: 0 written, 1 refused (bound or size), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+DEFAULT_OUTPUT = os.path.join(ROOT, "kerasseg", "assets", "pretrained")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="the trained .keras file (tools/train.py's best.keras)")
+    p.add_argument("--name", required=True, help="asset name, e.g. erfnet_camvid")
+    p.add_argument("--dataset", required=True,
+                   choices=["synthetic", "folder", "camvid", "cityscapes", "voc", "ade20k"], help="dataset format")
+    p.add_argument("--data-dir", required=True, help="dataset root (train: calibration, val: scoring)")
+    p.add_argument("--int8", default=None, help="ship this int8 .tflite (with its .json sidecar) instead of "
+                                                "exporting one by post-training quantisation")
+    p.add_argument("--num-calibration", type=int, default=100, help="int8 calibration images (default 100)")
+    p.add_argument("--max-miou-drop", type=float, default=1.0, help="int8 bound in mIoU points (default 1.0)")
+    p.add_argument("--max-mb", type=float, default=12.0, help="size budget of the three files in MB (default 12)")
+    p.add_argument("--history", default=None, help="the run's history.csv, for the training record")
+    p.add_argument("--command", default=None, help="the training command to record (default: from --name)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT)
+    return p
+
+
+def _history_record(path):
+    if path is None:
+        return {}
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected the run's history.csv. Received: --history {path!r} (not found)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: float(r.get("val_miou") or "nan") if r.get("val_miou") else -1.0)
+    return {"epochs": len(rows), "best_epoch": int(best["epoch"]) + 1, "best_val_miou": float(best["val_miou"])}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.name.replace("_", "").isalnum():
+        parser.error(f"Expected --name of letters, digits and underscores. Received: --name {args.name!r}")
+    if args.int8 is not None and not (args.int8.endswith(".tflite") and os.path.isfile(args.int8)):
+        parser.error(f"Expected --int8 to be an existing .tflite file. Received: --int8 {args.int8!r}")
+    if not os.path.isfile(args.model):
+        parser.error(f"Expected an existing .keras model. Received: model {args.model!r}")
+
+    import tempfile
+
+    import kerasseg
+    from kerasseg.evaluation.compare import compare_keras_tflite
+    from kerasseg.export.datasets import export_data
+    from kerasseg.export.tflite import to_tflite
+    from kerasseg.saving import atomic_path, save_model
+
+    model = kerasseg.load_model(args.model)
+    meta, calibration, val = export_data(model, args.dataset, args.data_dir, calibration=args.int8 is None)
+    meta = meta.with_dataset()
+    training = dict(meta.extra.get("training") or {})
+    training.pop("data_dir", None)  # a path on the training machine means nothing to users
+    training.update(_history_record(args.history))
+    training["command"] = args.command or (f"python tools/train.py --config configs/{args.name}.yaml "
+                                           f"--data-dir PATH/TO/DATASET")
+    meta.extra["training"] = training
+
+    with tempfile.TemporaryDirectory(prefix="kerasseg-package-") as work:
+        int8_path = os.path.join(work, f"{args.name}_int8.tflite")
+        if args.int8 is None:
+            to_tflite(model, int8_path, "int8", representative_data=calibration,
+                      num_calibration_samples=args.num_calibration, metadata=meta)
+            quantization = "ptq"
+        else:
+            sidecar = os.path.splitext(args.int8)[0] + ".json"
+            if not os.path.isfile(sidecar):
+                parser.error(f"Expected the sidecar {sidecar!r} next to --int8. Received: no such file")
+            shutil.copyfile(args.int8, int8_path)
+            shutil.copyfile(sidecar, os.path.splitext(int8_path)[0] + ".json")
+            quantization = "qat"
+        scores = compare_keras_tflite(model, int8_path, val, meta.num_classes, meta.ignore_label)
+        names = meta.class_names or [str(c) for c in range(meta.num_classes)]
+        record = {"name": args.name, "dataset": args.dataset, "val_images": scores["num_images"],
+                  "val_miou": scores["keras_miou"], "int8_val_miou": scores["tflite_miou"],
+                  "int8_miou_drop": scores["miou_drop"], "int8_pixel_agreement": scores["pixel_agreement"],
+                  "int8_quantization": quantization,
+                  "val_iou": {n: v for n, v in zip(names, scores["keras_iou"])},
+                  "int8_val_iou": {n: v for n, v in zip(names, scores["tflite_iou"])}}
+        meta.extra["pretrained"] = record
+        print(f"{args.name}: Keras val mIoU {100 * scores['keras_miou']:.2f}, int8 ({quantization}) "
+              f"{100 * scores['tflite_miou']:.2f} (drop {scores['miou_drop']:.2f} points), pixel agreement "
+              f"{100 * scores['pixel_agreement']:.2f} % on {scores['num_images']} images")
+        if scores["miou_drop"] > args.max_miou_drop:
+            print(f"refused: the int8 file loses {scores['miou_drop']:.2f} points, more than "
+                  f"--max-miou-drop {args.max_miou_drop}", file=sys.stderr)
+            return 1
+        keras_path = os.path.join(work, f"{args.name}.keras")
+        save_model(model, keras_path, metadata=meta)
+        # The sidecar the device runtime reads carries the same record.
+        sidecar_path = os.path.splitext(int8_path)[0] + ".json"
+        with open(sidecar_path, encoding="utf-8") as f:
+            sidecar = json.load(f)
+        sidecar.setdefault("extra", {})["pretrained"] = record
+        sidecar["extra"]["training"] = training
+        with open(sidecar_path, "w", encoding="utf-8") as f:
+            json.dump(sidecar, f, indent=2)
+        files = [keras_path, int8_path, sidecar_path]
+        total = sum(os.path.getsize(p) for p in files)
+        for p in files:
+            print(f"  {os.path.basename(p)}  {os.path.getsize(p) / 1e6:.2f} MB")
+        print(f"  total {total / 1e6:.2f} MB (budget {args.max_mb} MB)")
+        if total > args.max_mb * 1e6:
+            print(f"refused: {total / 1e6:.2f} MB exceeds --max-mb {args.max_mb}", file=sys.stderr)
+            return 1
+        os.makedirs(args.output_dir, exist_ok=True)
+        for p in files:
+            with atomic_path(os.path.join(args.output_dir, os.path.basename(p))) as tmp:
+                shutil.copyfile(p, tmp)
+    print(f"wrote {args.name} to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
