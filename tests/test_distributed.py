@@ -14,6 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.saved_weights import saved_weights
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Largest absolute weight difference allowed between a distributed run and the single-device run after the same
@@ -62,20 +64,10 @@ def _env(**extra):
     return env
 
 
-def _weights(path):
-    import zipfile
-
-    import h5py
-
-    with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as raw, h5py.File(raw, "r") as h5:
-        arrays = []
-        h5.visit(lambda name: arrays.append(np.asarray(h5[name])) if isinstance(h5[name], h5py.Dataset) else None)
-    assert arrays, f"no weights in {path}"
-    return arrays
 
 
 def _max_difference(a_path, b_path) -> float:
-    a, b = _weights(a_path), _weights(b_path)
+    a, b = saved_weights(a_path), saved_weights(b_path)
     assert len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 

@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.saved_weights import saved_weights
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Largest absolute weight difference allowed between the multi-worker run and the single-process run after the same
@@ -122,16 +124,6 @@ def _files(text):
     return set(json.loads(lines[-1][len("FILES "):]))
 
 
-def _weights(path):
-    import zipfile
-
-    import h5py
-
-    with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as raw, h5py.File(raw, "r") as h5:
-        arrays = []
-        h5.visit(lambda name: arrays.append(np.asarray(h5[name])) if isinstance(h5[name], h5py.Dataset) else None)
-    assert arrays, f"no weights in {path}"
-    return arrays
 
 
 def _label_every_pixel(root):
@@ -181,7 +173,7 @@ def test_two_workers_match_a_single_process(tmp_path):
             "workertemp_1/history.csv"} <= worker_files
     chief_losses, worker_losses = (_losses(text) for text in outputs)
     assert chief_losses == worker_losses  # both workers log the same all-reduced values
-    a, b = _weights(tmp_path / "single" / "final.keras"), _weights(multi / "final.keras")
+    a, b = saved_weights(tmp_path / "single" / "final.keras"), saved_weights(multi / "final.keras")
     assert len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
     diff = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
     print(f"multiworker vs single: max |dw| = {diff:.3g}; losses {chief_losses} vs {_losses(single_out)}; "

@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.saved_weights import saved_weights
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs tools/train.py unchanged, with a small registered model (tracing ERFNet takes most of a minute on a loaded
@@ -66,16 +68,6 @@ def _env(**extra):
     return env
 
 
-def _weights(path):
-    import zipfile
-
-    import h5py
-
-    with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as raw, h5py.File(raw, "r") as h5:
-        arrays = []
-        h5.visit(lambda name: arrays.append(np.asarray(h5[name])) if isinstance(h5[name], h5py.Dataset) else None)
-    assert arrays, f"no weights in {path}"
-    return arrays
 
 
 @pytest.mark.slow
@@ -118,8 +110,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_uninterrupted_run(tmp_
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]  # epoch 1 from the first process
 
     # The test process has no "tiny_test_net" builder; the weights are read from the files' h5 payload directly.
-    a = _weights(out / "final.keras")
-    b = _weights(tmp_path / "reference" / "final.keras")
+    a = saved_weights(out / "final.keras")
+    b = saved_weights(tmp_path / "reference" / "final.keras")
     assert len(a) == len(b)
     worst = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
     print(f"resumed vs uninterrupted: max |dw| = {worst:.3g}")
