@@ -143,6 +143,45 @@ def test_fold_transposed_batchnorm_preserves_outputs():
     assert fold_transposed_batchnorm(plain) is plain
 
 
+def test_qat_model_keeps_input_order_and_matches_float_before_training():
+    # tfmot's ConcatTransform reconnected DeepLab's ASPP concatenation with the image-pooling branch first
+    # (tensorflow/model-optimization#1061), so the projection after it saw its channels permuted.
+    from kerasseg.export import qat
+
+    import keras
+
+    from kerasseg.training import recalibrate_batch_norm
+
+    keras.utils.set_random_seed(0)
+    model = _build("deeplabv3plus")
+    x, _ = _batch(model, n=4, seed=1)
+    recalibrate_batch_norm(model, [x])  # untrained statistics leave the activations near zero
+    qat_model = qat.quantize_aware(model, representative_data=x, num_calibration_samples=4)
+    twin = qat.rebuild_tf_keras(model)
+    for layer in qat_model.layers:
+        inbound = qat._inbound_layers(qat_model, layer)
+        if len(inbound) > 1:
+            original = twin.get_layer(qat._source_name(layer))
+            assert ([qat._source_name(src) for src in inbound]
+                    == [src.name for src in qat._inbound_layers(twin, original)]), layer.name
+    # Numerically: the quantised concatenation holds its branches in the float model's order, up to its own output
+    # quantisation (and its clipping, at the range calibrated on the float model).
+    import tf_keras
+
+    def output(name):
+        layer = [layer for layer in qat_model.layers if qat._source_name(layer) == name][0]
+        return qat._nodes(qat_model, layer)[0].output_tensors
+
+    branches = [src.name for src in qat._inbound_layers(twin, twin.get_layer("aspp_concat"))]
+    probe = tf_keras.Model(qat_model.inputs, [output("aspp_concat")] + [output(name) for name in branches])
+    concat, *parts = [t.numpy() for t in probe(x)]
+    expected = np.concatenate(parts, axis=-1)
+    step = (concat.max() - concat.min()) / 255
+    inside = expected < concat.max() - step
+    assert inside.mean() > 0.9
+    assert np.abs(concat - expected)[inside].max() <= 1.01 * step
+
+
 def test_qat_loss_matches_the_float_training_loss_with_class_weights():
     import tensorflow as tf
 
@@ -225,6 +264,10 @@ def test_tool_rejects_bad_arguments(tmp_path):
                           str(tmp_path / "x.bin")], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT})
     assert out.returncode != 0 and "'.tflite'" in out.stderr
+    out = subprocess.run([sys.executable, "tools/qat.py", "m.keras", "--data-dir", str(tmp_path), "--output",
+                          str(tmp_path / "x.tflite"), "--recalibrate-bn", "-1"], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT})
+    assert out.returncode != 0 and "--recalibrate-bn" in out.stderr and "-1" in out.stderr
 
 
 def _train_float(name, kwargs, data_dir, tmp_path, epochs):
@@ -250,7 +293,8 @@ def _train_float(name, kwargs, data_dir, tmp_path, epochs):
     ("deeplabv3", {"input_shape": (64, 128, 3), "backbone": "resnet50"}, 4),
 ])
 def test_qat_end_to_end_on_synthetic(name, kwargs, epochs, tmp_path):
-    """Float training, QAT fine-tune with tools/qat.py, int8 export, float / PTQ / QAT scored on the same images."""
+    """Float training, batch-norm recalibration and QAT fine-tune with tools/qat.py, int8 export, float / PTQ / QAT
+    scored on the same images."""
     import importlib.util
 
     from kerasseg.data.synthetic import write_dataset
@@ -264,8 +308,12 @@ def test_qat_end_to_end_on_synthetic(name, kwargs, epochs, tmp_path):
     out = str(tmp_path / f"{name}_qat.tflite")
     args = tool.build_parser().parse_args([model_path, "--data-dir", data_dir, "--output", out, "--epochs", "2",
                                            "--batch-size", "4", "--lr", "1e-4", "--calibration-samples", "16",
-                                           "--compare-ptq", "--verbose", "0"])
+                                           "--compare-ptq", "--recalibrate-bn", "8", "--verbose", "0"])
     report = tool.run(args)
+    # The float reference is the model with re-estimated batch-norm statistics (QAT freezes them); four epochs on
+    # 32 scenes leave the moving averages far behind the weights.
+    assert report["recalibration"]["images"] == 32
+    assert os.path.isfile(report["recalibration"]["path"])
     assert not [op for op in tflite_ops(out) if op.startswith("Flex") or op == "CUSTOM"]
     assert float_tensors(out) == []
     assert read_sidecar(out).extra["export"]["quantization"] == "qat"

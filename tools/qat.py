@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="npu", choices=["none", "cpu", "gpu", "npu"],
                    help="edge target whose rules the int8 file must pass ('none' skips the check)")
     p.add_argument("--compare-ptq", action="store_true", help="also export and score post-training int8")
+    p.add_argument("--recalibrate-bn", type=int, default=0, metavar="BATCHES",
+                   help="first re-estimate the float model's batch-norm statistics on this many training batches "
+                        "(kerasseg.training.recalibrate_batch_norm), since QAT freezes them; the recalibrated float "
+                        "model is the reference of the scores and is saved as OUTPUT with the suffix "
+                        "'_recalibrated.keras' (default 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
     return p
@@ -63,6 +68,9 @@ def run(args) -> dict:
     for arg in ("epochs", "batch_size", "calibration_samples"):
         if getattr(args, arg) < 1:
             raise SystemExit(f"--{arg.replace('_', '-')}: expected a positive integer. Received: {getattr(args, arg)}")
+    if args.recalibrate_bn < 0:
+        raise SystemExit(f"--recalibrate-bn: expected 0 (off) or a positive number of batches. "
+                         f"Received: {args.recalibrate_bn}")
     if not os.path.isfile(args.model):
         raise SystemExit(f"model: expected an existing .keras file. Received: {args.model!r}")
     model = load_model(args.model)
@@ -81,6 +89,20 @@ def run(args) -> dict:
     class_weights = resolve_class_weights(weights_spec, args.data_dir, meta.num_classes,
                                           "folder" if args.dataset == "synthetic" else args.dataset)
 
+    recalibration = None
+    if args.recalibrate_bn:
+        from kerasseg.evaluation import evaluate, keras_predict_fn
+        from kerasseg.saving import save_model
+        from kerasseg.training import recalibrate_batch_norm
+
+        before = evaluate(keras_predict_fn(model), eval_data, num_classes=meta.num_classes,
+                          ignore_label=meta.ignore_label, max_images=args.max_eval_images)
+        recalibration = recalibrate_batch_norm(model, train, steps=args.recalibrate_bn)
+        recalibration["float_miou_before"] = float(before.miou)
+        recalibration["path"] = save_model(model, os.path.splitext(args.output)[0] + "_recalibrated.keras")
+        if args.verbose:
+            print(f"recalibrated {recalibration['layers']} batch norms on {recalibration['images']} training images "
+                  f"(float mIoU before: {100 * before.miou:.2f})")
     qat_model = qat.quantize_aware(model, representative_data=calib, num_calibration_samples=args.calibration_samples)
     history = qat.fine_tune(qat_model, train, epochs=args.epochs, learning_rate=args.lr,
                             steps_per_epoch=args.steps_per_epoch, ignore_label=meta.ignore_label,
@@ -91,6 +113,8 @@ def run(args) -> dict:
     report = {"model": args.model, "output": args.output, "epochs": args.epochs, "lr": args.lr,
               "class_weights": weights_spec,
               "loss": [float(v) for v in history.get("loss", [])]}
+    if recalibration is not None:
+        report["recalibration"] = recalibration
     scores = compare_keras_tflite(model, args.output, eval_data, meta.num_classes, meta.ignore_label,
                                   max_images=args.max_eval_images)
     report.update(float_miou=scores["keras_miou"], qat_miou=scores["tflite_miou"], qat_drop=scores["miou_drop"],

@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = ["quantize_aware", "rebuild_tf_keras", "fold_transposed_batchnorm", "annotate", "qat_to_tflite",
            "qat_to_tflite_bytes", "builder_kwargs_of", "fine_tune", "masked_sparse_crossentropy",
-           "calibrate_ranges"]
+           "calibrate_ranges", "restore_input_order"]
 
 # Builder arguments recorded by `kerasseg.build_model` that the rebuild drops: the backbone weights are already in
 # the trained model and are copied from it, never loaded again.
@@ -233,6 +233,66 @@ def fold_transposed_batchnorm(model):
     return tf_keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
 
 
+def _source_name(layer) -> str:
+    # The name of the original layer behind a tfmot wrapper; tfmot's input QuantizeLayer stands for the model input.
+    if type(layer).__name__ == "QuantizeLayer":
+        inbound = layer._inbound_nodes[0].inbound_layers
+        return _source_name(inbound[0] if isinstance(inbound, list) else inbound)
+    return getattr(layer, "layer", layer).name
+
+
+def restore_input_order(qat_model, annotated):
+    """Gives every multi-input layer of a ``quantize_apply`` result its inputs in the annotated model's order.
+
+    tfmot's ``ConcatTransform`` can reconnect a ``Concatenate`` with its inputs permuted
+    (tensorflow/model-optimization#1061): DeepLab's ASPP concatenation came out with the image-pooling branch first,
+    so the projection after it, whose kernel was trained on the other channel order, computed something else. The
+    layers are called again, in order, on new inputs (weights and quantizers are shared, nothing is re-created).
+
+    Returns:
+        ``(model, names of the layers whose inputs were reordered)``; ``qat_model`` itself when none was.
+    """
+    tf_keras = _tf_keras()
+    expected = {}
+    for layer in annotated.layers:
+        inbound = _inbound_layers(annotated, layer)
+        if len(inbound) > 1:
+            expected[_source_name(layer)] = [_source_name(src) for src in inbound]
+    fixed = []
+    tensors = {}
+    inputs = []
+    for inp in qat_model.inputs:
+        new = tf_keras.Input(shape=inp.shape[1:], batch_size=inp.shape[0], dtype=inp.dtype,
+                             name=inp.name.split(":")[0])
+        tensors[id(inp)] = new
+        inputs.append(new)
+    for layer in qat_model.layers:
+        if isinstance(layer, tf_keras.layers.InputLayer):
+            continue
+        (node,) = _nodes(qat_model, layer)
+        args = node.input_tensors
+        if isinstance(args, (list, tuple)):
+            mapped = [tensors[id(t)] for t in args]
+            have = [_source_name(t._keras_history.layer) for t in args]
+            want = expected.get(_source_name(layer))
+            if want is not None and have != want and sorted(have) == sorted(want):
+                remaining = list(range(len(have)))
+                order = []
+                for name in want:
+                    k = next(i for i in remaining if have[i] == name)
+                    remaining.remove(k)
+                    order.append(k)
+                mapped = [mapped[k] for k in order]
+                fixed.append(_source_name(layer))
+        else:
+            mapped = tensors[id(args)]
+        tensors[id(node.output_tensors)] = layer(mapped)
+    if not fixed:
+        return qat_model, []
+    outputs = [tensors[id(t)] for t in qat_model.outputs]
+    return tf_keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=qat_model.name), fixed
+
+
 def _bn_params(bn):
     # gamma / beta are absent when scale / center are off; the weight list follows that order.
     weights = list(bn.get_weights())
@@ -378,6 +438,7 @@ def quantize_aware(model, *, model_name: str | None = None, builder_kwargs: dict
     with tfmot.quantization.keras.quantize_scope(scope), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qat = tfmot.quantization.keras.quantize_apply(annotated)
+        qat, _ = restore_input_order(qat, annotated)
     if representative_data is not None:
         calibrate_ranges(qat, folded, representative_data, num_calibration_samples)
     meta = getattr(model, "kerasseg_metadata", None)
@@ -392,7 +453,7 @@ def calibrate_ranges(qat_model, float_model, representative_data, num_calibratio
 
     Each ``quant_<name>`` wrapper quantises the output of layer ``<name>`` (after its activation), and the input
     ``quantize_layer`` the input, so the float model's outputs on the calibration images give the starting ranges.
-    Kernel ranges are left alone: they follow the kernels at every training step.
+    Kernel ranges are set to the kernels' own (symmetric, per channel); training updates them at every step.
 
     Args:
         qat_model: the model from ``quantize_apply``.
@@ -422,6 +483,15 @@ def calibrate_ranges(qat_model, float_model, representative_data, num_calibratio
     lows["quantize_layer"], highs["quantize_layer"] = min(0.0, float(images.min())), max(0.0, float(images.max()))
     count = 0
     for layer in qat_model.layers:
+        # Symmetric (per output channel) kernel ranges: tfmot only sets them at the first training step, and the
+        # model would run with their initial [-6, 6] until then.
+        for weight, _, quantizer_vars in getattr(layer, "_weight_vars", []):
+            low, high = quantizer_vars.get("min_var"), quantizer_vars.get("max_var")
+            bound = None if low is None or high is None else _kernel_bound(weight, tuple(high.shape))
+            if bound is not None:
+                low.assign(-bound)
+                high.assign(bound)
+                count += 2
         name = layer.name[len("quant_"):] if layer.name.startswith("quant_") else layer.name
         if name not in lows:
             continue
@@ -432,6 +502,18 @@ def calibrate_ranges(qat_model, float_model, representative_data, num_calibratio
             var.assign(lows[name] if short.endswith("_min") else highs[name])
             count += 1
     return count
+
+
+def _kernel_bound(kernel, shape):
+    # As tfmot's LastValueQuantize computes them in training: per channel of the kernel's last axis, or one range.
+    if kernel is None:
+        return None
+    k = np.abs(np.asarray(kernel))
+    if shape in ((), (1,)):
+        return np.full(shape, k.max(), np.float32)
+    if len(shape) == 1 and shape[0] == k.shape[-1]:
+        return k.reshape(-1, k.shape[-1]).max(axis=0).astype(np.float32)
+    return None
 
 
 def qat_to_tflite_bytes(qat_model, *, representative_data=None, num_calibration_samples: int = 20,
