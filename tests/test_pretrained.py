@@ -111,7 +111,13 @@ def test_package_tool_writes_the_three_files_with_a_record(tmp_path):
            "--output-dir", str(out)]
     refused = subprocess.run(cmd + ["--max-miou-drop", "-101"], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "refused" in refused.stderr and not out.exists()
-    done = subprocess.run(cmd + ["--max-miou-drop", "100"], capture_output=True, text=True, timeout=300)
+    stages = []
+    for k, scores in enumerate(([0.1, 0.3], [0.25, 0.4, 0.35])):
+        stages.append(str(tmp_path / f"history{k}.csv"))
+        with open(stages[-1], "w") as f:
+            f.write("epoch,loss,val_miou\n" + "".join(f"{e},1.0,{v}\n" for e, v in enumerate(scores)))
+    done = subprocess.run(cmd + ["--max-miou-drop", "100", "--history", *stages], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["tiny_camvid.keras", "tiny_camvid_int8.json", "tiny_camvid_int8.tflite"]
     sidecar = json.loads((out / "tiny_camvid_int8.json").read_text())
@@ -121,7 +127,10 @@ def test_package_tool_writes_the_three_files_with_a_record(tmp_path):
         names = zf.namelist()
     loaded = kerasseg.load_model(out / "tiny_camvid.keras")
     assert loaded.kerasseg_metadata.extra["pretrained"]["int8_quantization"] == "ptq"
-    assert "data_dir" not in loaded.kerasseg_metadata.extra.get("training", {})
+    training = loaded.kerasseg_metadata.extra["training"]
+    assert "data_dir" not in training
+    assert (training["epochs"], training["stage_epochs"], training["best_epoch"]) == (5, [2, 3], 4)
+    assert training["best_val_miou"] == 0.4
     assert not any("optimizer" in n for n in names)
 
 

@@ -45,23 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-calibration", type=int, default=100, help="int8 calibration images (default 100)")
     p.add_argument("--max-miou-drop", type=float, default=1.0, help="int8 bound in mIoU points (default 1.0)")
     p.add_argument("--max-mb", type=float, default=12.0, help="size budget of the three files in MB (default 12)")
-    p.add_argument("--history", default=None, help="the run's history.csv, for the training record")
+    p.add_argument("--history", default=None, nargs="+",
+                   help="the run's history.csv, for the training record; several files for a run in stages, in "
+                        "order (the epochs add up)")
     p.add_argument("--command", default=None, help="the training command to record (default: from --name)")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT)
     return p
 
 
-def _history_record(path):
-    if path is None:
+def _history_record(paths):
+    if not paths:
         return {}
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Expected the run's history.csv. Received: --history {path!r} (not found)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows, stage_epochs = [], []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Expected the run's history.csv. Received: --history {path!r} (not found)")
+        with open(path, newline="") as f:
+            stage = list(csv.DictReader(f))
+        rows.extend(stage)
+        stage_epochs.append(len(stage))
     if not rows:
         return {}
-    best = max(rows, key=lambda r: float(r.get("val_miou") or "nan") if r.get("val_miou") else -1.0)
-    return {"epochs": len(rows), "best_epoch": int(best["epoch"]) + 1, "best_val_miou": float(best["val_miou"])}
+    scores = [float(r["val_miou"]) if r.get("val_miou") else -1.0 for r in rows]
+    best = max(range(len(rows)), key=lambda i: scores[i])
+    record = {"epochs": len(rows), "best_epoch": best + 1, "best_val_miou": scores[best]}
+    if len(paths) > 1:
+        record["stage_epochs"] = stage_epochs
+    return record
 
 
 def main(argv=None) -> int:
