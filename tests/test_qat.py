@@ -233,6 +233,26 @@ def _qat_int8(name, tmp_path, steps=1):
     return model, qat_model, path, ops
 
 
+def test_fine_tune_keeps_the_best_validation_epoch():
+    from kerasseg.evaluation import evaluate, keras_predict_fn
+    from kerasseg.export.qat import fine_tune, quantize_aware
+
+    model = _build("erfnet")
+    x, y = _batch(model, n=4)
+    qat_model = quantize_aware(model, check_batch=x[:1])
+    val = list(zip(x[:2], y[:2]))
+    # A learning rate large enough to move the score between epochs.
+    history = fine_tune(qat_model, (x, y), epochs=3, learning_rate=1e-2, verbose=0, validation_data=val,
+                        num_classes=3)
+    scores = history["val_miou_per_epoch"]
+    assert len(scores) == 4 and history["best_epoch"] == int(np.argmax(scores))
+    assert history["val_miou"] == scores[1:]
+    kept = evaluate(keras_predict_fn(qat_model), val, num_classes=3, ignore_label=255).miou
+    assert kept == pytest.approx(max(scores), abs=1e-9)
+    with pytest.raises(ValueError, match="Expected num_classes to be a positive integer with validation_data"):
+        fine_tune(qat_model, (x, y), epochs=1, verbose=0, validation_data=val)
+
+
 def test_qat_erfnet_int8_fast(tmp_path):
     from kerasseg.export import TFLiteModel
 

@@ -654,9 +654,52 @@ def masked_sparse_crossentropy(ignore_label: int | None = 255, class_weights=Non
     return loss
 
 
+def _best_epoch_callback(qat_model, validation_data, num_classes, ignore_label, max_images, verbose):
+    """A tf_keras callback scoring the fake-quantised model on ``validation_data`` before training and after every
+    epoch (mIoU, kerasseg's confusion-matrix code) and restoring the best weights (quantiser ranges included)."""
+    tf_keras = _tf_keras()
+    from kerasseg.evaluation import evaluate, keras_predict_fn
+
+    predict = keras_predict_fn(qat_model)
+
+    class KeepBestEpoch(tf_keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.scores, self.best, self.best_epoch, self.best_weights = [], -1.0, 0, None
+
+        def _score(self, epoch):
+            miou = float(evaluate(predict, validation_data, num_classes=num_classes, ignore_label=ignore_label,
+                                  max_images=max_images).miou)
+            self.scores.append(miou)
+            if miou > self.best:
+                self.best, self.best_epoch, self.best_weights = miou, epoch, qat_model.get_weights()
+            if verbose:
+                print(f"QAT epoch {epoch}: fake-quantised validation mIoU {100 * miou:.2f}")
+            return miou
+
+        def on_train_begin(self, logs=None):
+            self._score(0)
+
+        def on_epoch_end(self, epoch, logs=None):
+            miou = self._score(epoch + 1)
+            if logs is not None:
+                logs["val_miou"] = miou
+
+        def on_train_end(self, logs=None):
+            qat_model.set_weights(self.best_weights)
+
+    return KeepBestEpoch()
+
+
 def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 1e-4, steps_per_epoch=None,
-              ignore_label: int | None = 255, class_weights=None, verbose: int = 2):
+              ignore_label: int | None = 255, class_weights=None, verbose: int = 2, validation_data=None,
+              num_classes: int | None = None, max_validation_images: int | None = None):
     """Compiles ``qat_model`` (Adam, ignore-aware cross-entropy) and fine-tunes it with ``fit``.
+
+    With ``validation_data`` the fake-quantised model is scored before the first step and after every epoch, and
+    the best of those states is kept, as ``tools/train.py`` keeps ``best.keras``: when the float model has
+    converged, post-training quantisation is already close to lossless and a few epochs on the training split can
+    move the validation score either way by a few tenths of a point.
 
     Args:
         qat_model: the model returned by `quantize_aware`.
@@ -669,9 +712,14 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
         class_weights: per-class loss weights (those of the float training, e.g. ``"median"`` weights resolved
             with `kerasseg.data.class_weights.resolve_class_weights`), or ``None``.
         verbose: ``fit`` verbosity.
+        validation_data: ``(normalised image, labels)`` pairs scored to select the epoch, or ``None`` to keep the
+            last epoch.
+        num_classes: number of classes (required with ``validation_data``).
+        max_validation_images: score at most this many validation images.
 
     Returns:
-        The ``fit`` history dict.
+        The ``fit`` history dict; with ``validation_data`` also ``val_miou_per_epoch`` (epoch 0 = before training)
+        and ``best_epoch``.
     """
     tf_keras = _tf_keras()
     for arg, value in (("epochs", epochs),):
@@ -679,14 +727,27 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
             raise ValueError(f"Expected {arg} to be a positive integer. Received: {arg}={value!r}")
     if not float(learning_rate) > 0:
         raise ValueError(f"Expected a positive learning_rate. Received: learning_rate={learning_rate!r}")
+    callbacks = []
+    if validation_data is not None:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"Expected num_classes to be a positive integer with validation_data. "
+                             f"Received: num_classes={num_classes!r}")
+        callbacks.append(_best_epoch_callback(qat_model, validation_data, num_classes, ignore_label,
+                                              max_validation_images, verbose))
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(float(learning_rate)),
                       loss=masked_sparse_crossentropy(ignore_label, class_weights))
     if isinstance(train_data, tuple) and len(train_data) == 2:
         # In-memory (images, labels) arrays; a tuple passed as x would be read as a two-input batch.
-        history = qat_model.fit(*train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
+        history = qat_model.fit(*train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose,
+                                callbacks=callbacks)
     else:
-        history = qat_model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
-    return history.history
+        history = qat_model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose,
+                                callbacks=callbacks)
+    result = dict(history.history)
+    if callbacks:
+        result["val_miou_per_epoch"] = list(callbacks[0].scores)
+        result["best_epoch"] = callbacks[0].best_epoch
+    return result
 
 
 
