@@ -251,6 +251,16 @@ def test_fine_tune_keeps_the_best_validation_epoch():
     assert kept == pytest.approx(max(scores), abs=1e-9)
     with pytest.raises(ValueError, match="Expected num_classes to be a positive integer with validation_data"):
         fine_tune(qat_model, (x, y), epochs=1, verbose=0, validation_data=val)
+    # Selecting on the converted int8 file: the state kept is the one whose file scored best.
+    from kerasseg.export import TFLiteModel
+    from kerasseg.export.qat import int8_scorer, qat_to_tflite_bytes
+
+    history = fine_tune(qat_model, (x, y), epochs=1, learning_rate=1e-2, verbose=0,
+                        score=int8_scorer(val, 3, representative_data=x))
+    scores = history["val_miou_per_epoch"]
+    assert len(scores) == 2 and history["best_epoch"] == int(np.argmax(scores))
+    lite = TFLiteModel(qat_to_tflite_bytes(qat_model, representative_data=x))
+    assert evaluate(lite, val, num_classes=3, ignore_label=255).miou == pytest.approx(max(scores), abs=1e-9)
 
 
 def test_qat_erfnet_int8_fast(tmp_path):

@@ -8,8 +8,8 @@ Example::
 
 Steps: optionally, the float model's batch-norm statistics are re-estimated (``--recalibrate-bn``); the model is
 rebuilt with tf_keras and annotated for tensorflow-model-optimization (`kerasseg.export.quantize_aware`),
-fine-tuned on the dataset's training split (keeping the state, before or after an epoch, with the best validation
-mIoU unless ``--no-select-epoch``), converted to int8 TFLite with builtin operators only (written atomically with
+fine-tuned on the dataset's training split (keeping the state, before the first epoch or after one, whose int8
+file scores best on the validation split; ``--select-epoch``), converted to int8 TFLite with builtin operators only (written atomically with
 its metadata sidecar), checked against a target's rules (``--target``, NPU by default) and scored against the float model on the validation split with the confusion-matrix
 code every kerasseg export uses. With ``--compare-ptq`` the post-training int8 export of the same float model is
 scored too. The figures go to stdout and to ``OUTPUT`` with the suffix ``.report.json``.
@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="npu", choices=["none", "cpu", "gpu", "npu"],
                    help="edge target whose rules the int8 file must pass ('none' skips the check)")
     p.add_argument("--compare-ptq", action="store_true", help="also export and score post-training int8")
-    p.add_argument("--select-epoch", action=argparse.BooleanOptionalAction, default=True,
-                   help="score the fake-quantised model on the validation split before the fine-tune and after every "
-                        "epoch and keep the best state, as tools/train.py keeps best.keras (default: on)")
+    p.add_argument("--select-epoch", default="int8", choices=["int8", "fake-quant", "none"],
+                   help="score the model on the validation split before the fine-tune and after every epoch and keep "
+                        "the best state, as tools/train.py keeps best.keras: 'int8' scores the converted file "
+                        "(default), 'fake-quant' the tf_keras graph (faster), 'none' keeps the last epoch")
     p.add_argument("--recalibrate-bn", type=int, default=0, metavar="BATCHES",
                    help="first re-estimate the float model's batch-norm statistics on this many training batches "
                         "(kerasseg.training.recalibrate_batch_norm), since QAT freezes them; the recalibrated float "
@@ -108,10 +109,14 @@ def run(args) -> dict:
             print(f"recalibrated {recalibration['layers']} batch norms on {recalibration['images']} training images "
                   f"(float mIoU before: {100 * before.miou:.2f})")
     qat_model = qat.quantize_aware(model, representative_data=calib, num_calibration_samples=args.calibration_samples)
+    scorer = None
+    if args.select_epoch == "int8":
+        scorer = qat.int8_scorer(eval_data, meta.num_classes, meta.ignore_label, representative_data=calib,
+                                 num_calibration_samples=args.calibration_samples, max_images=args.max_eval_images)
     history = qat.fine_tune(qat_model, train, epochs=args.epochs, learning_rate=args.lr,
                             steps_per_epoch=args.steps_per_epoch, ignore_label=meta.ignore_label,
                             class_weights=class_weights, verbose=args.verbose,
-                            validation_data=eval_data if args.select_epoch else None,
+                            score=scorer, validation_data=eval_data if args.select_epoch == "fake-quant" else None,
                             num_classes=meta.num_classes, max_validation_images=args.max_eval_images)
     target = None if args.target == "none" else args.target
     qat.qat_to_tflite(qat_model, args.output, metadata=meta, representative_data=calib,
@@ -119,8 +124,9 @@ def run(args) -> dict:
     report = {"model": args.model, "output": args.output, "epochs": args.epochs, "lr": args.lr,
               "class_weights": weights_spec,
               "loss": [float(v) for v in history.get("loss", [])]}
-    if args.select_epoch:
-        report.update(val_miou_per_epoch=history["val_miou_per_epoch"], best_epoch=history["best_epoch"])
+    if args.select_epoch != "none":
+        report.update(select_epoch=args.select_epoch, val_miou_per_epoch=history["val_miou_per_epoch"],
+                      best_epoch=history["best_epoch"])
     if recalibration is not None:
         report["recalibration"] = recalibration
     scores = compare_keras_tflite(model, args.output, eval_data, meta.num_classes, meta.ignore_label,

@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = ["quantize_aware", "rebuild_tf_keras", "fold_transposed_batchnorm", "annotate", "qat_to_tflite",
            "qat_to_tflite_bytes", "builder_kwargs_of", "fine_tune", "masked_sparse_crossentropy",
-           "calibrate_ranges", "restore_input_order"]
+           "calibrate_ranges", "restore_input_order", "int8_scorer"]
 
 # Builder arguments recorded by `kerasseg.build_model` that the rebuild drops: the backbone weights are already in
 # the trained model and are copied from it, never loaded again.
@@ -654,13 +654,10 @@ def masked_sparse_crossentropy(ignore_label: int | None = 255, class_weights=Non
     return loss
 
 
-def _best_epoch_callback(qat_model, validation_data, num_classes, ignore_label, max_images, verbose):
-    """A tf_keras callback scoring the fake-quantised model on ``validation_data`` before training and after every
-    epoch (mIoU, kerasseg's confusion-matrix code) and restoring the best weights (quantiser ranges included)."""
+def _best_epoch_callback(qat_model, score, verbose):
+    """A tf_keras callback that scores the model (``score(qat_model) -> mIoU``) before training and after every
+    epoch, and restores the best state's weights (quantiser ranges included) when training ends."""
     tf_keras = _tf_keras()
-    from kerasseg.evaluation import evaluate, keras_predict_fn
-
-    predict = keras_predict_fn(qat_model)
 
     class KeepBestEpoch(tf_keras.callbacks.Callback):
         def __init__(self):
@@ -668,13 +665,12 @@ def _best_epoch_callback(qat_model, validation_data, num_classes, ignore_label, 
             self.scores, self.best, self.best_epoch, self.best_weights = [], -1.0, 0, None
 
         def _score(self, epoch):
-            miou = float(evaluate(predict, validation_data, num_classes=num_classes, ignore_label=ignore_label,
-                                  max_images=max_images).miou)
+            miou = float(score(qat_model))
             self.scores.append(miou)
             if miou > self.best:
                 self.best, self.best_epoch, self.best_weights = miou, epoch, qat_model.get_weights()
             if verbose:
-                print(f"QAT epoch {epoch}: fake-quantised validation mIoU {100 * miou:.2f}")
+                print(f"QAT epoch {epoch}: validation mIoU {100 * miou:.2f}")
             return miou
 
         def on_train_begin(self, logs=None):
@@ -691,15 +687,31 @@ def _best_epoch_callback(qat_model, validation_data, num_classes, ignore_label, 
     return KeepBestEpoch()
 
 
+def int8_scorer(validation_data, num_classes: int, ignore_label: int | None = 255, *, representative_data=None,
+                num_calibration_samples: int = 20, max_images: int | None = None):
+    """A ``score(qat_model) -> mIoU`` for `fine_tune` that converts the model to its int8 TFLite file (in memory)
+    and scores that file, i.e. what will be shipped, rather than the fake-quantised graph."""
+    from kerasseg.evaluation import evaluate
+    from kerasseg.export.tflite import TFLiteModel
+
+    def score(qat_model):
+        data = qat_to_tflite_bytes(qat_model, representative_data=representative_data,
+                                   num_calibration_samples=num_calibration_samples)
+        return evaluate(TFLiteModel(data), validation_data, num_classes=num_classes, ignore_label=ignore_label,
+                        max_images=max_images).miou
+
+    return score
+
+
 def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 1e-4, steps_per_epoch=None,
               ignore_label: int | None = 255, class_weights=None, verbose: int = 2, validation_data=None,
-              num_classes: int | None = None, max_validation_images: int | None = None):
+              num_classes: int | None = None, max_validation_images: int | None = None, score=None):
     """Compiles ``qat_model`` (Adam, ignore-aware cross-entropy) and fine-tunes it with ``fit``.
 
-    With ``validation_data`` the fake-quantised model is scored before the first step and after every epoch, and
-    the best of those states is kept, as ``tools/train.py`` keeps ``best.keras``: when the float model has
-    converged, post-training quantisation is already close to lossless and a few epochs on the training split can
-    move the validation score either way by a few tenths of a point.
+    With ``validation_data`` (or a ``score`` function) the model is scored before the first step and after every
+    epoch, and the best of those states is kept, as ``tools/train.py`` keeps ``best.keras``: when the float model
+    has converged, post-training quantisation is already close to lossless and a few epochs on the training split
+    can move the validation score either way by a few tenths of a point.
 
     Args:
         qat_model: the model returned by `quantize_aware`.
@@ -712,14 +724,16 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
         class_weights: per-class loss weights (those of the float training, e.g. ``"median"`` weights resolved
             with `kerasseg.data.class_weights.resolve_class_weights`), or ``None``.
         verbose: ``fit`` verbosity.
-        validation_data: ``(normalised image, labels)`` pairs scored to select the epoch, or ``None`` to keep the
-            last epoch.
+        validation_data: ``(normalised image, labels)`` pairs on which the fake-quantised model is scored to select
+            the state, or ``None``.
         num_classes: number of classes (required with ``validation_data``).
         max_validation_images: score at most this many validation images.
+        score: instead of ``validation_data``, a function ``score(qat_model) -> mIoU``, e.g. `int8_scorer`, which
+            scores the converted int8 file.
 
     Returns:
-        The ``fit`` history dict; with ``validation_data`` also ``val_miou_per_epoch`` (epoch 0 = before training)
-        and ``best_epoch``.
+        The ``fit`` history dict; when selecting, also ``val_miou_per_epoch`` (epoch 0 = before training) and
+        ``best_epoch``.
     """
     tf_keras = _tf_keras()
     for arg, value in (("epochs", epochs),):
@@ -727,13 +741,19 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
             raise ValueError(f"Expected {arg} to be a positive integer. Received: {arg}={value!r}")
     if not float(learning_rate) > 0:
         raise ValueError(f"Expected a positive learning_rate. Received: learning_rate={learning_rate!r}")
-    callbacks = []
-    if validation_data is not None:
+    if score is None and validation_data is not None:
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ValueError(f"Expected num_classes to be a positive integer with validation_data. "
                              f"Received: num_classes={num_classes!r}")
-        callbacks.append(_best_epoch_callback(qat_model, validation_data, num_classes, ignore_label,
-                                              max_validation_images, verbose))
+        from kerasseg.evaluation import evaluate, keras_predict_fn
+
+        predict = keras_predict_fn(qat_model)
+
+        def score(model):
+            return evaluate(predict, validation_data, num_classes=num_classes, ignore_label=ignore_label,
+                            max_images=max_validation_images).miou
+
+    callbacks = [] if score is None else [_best_epoch_callback(qat_model, score, verbose)]
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(float(learning_rate)),
                       loss=masked_sparse_crossentropy(ignore_label, class_weights))
     if isinstance(train_data, tuple) and len(train_data) == 2:
