@@ -4,8 +4,12 @@
 Example (how ``erfnet_camvid`` is made)::
 
     python tools/train.py --config configs/erfnet_camvid.yaml --data-dir PATH/TO/CamVid
-    python tools/package_pretrained.py runs/erfnet_camvid/best.keras --name erfnet_camvid --dataset camvid \
-        --data-dir PATH/TO/CamVid --history runs/erfnet_camvid/history.csv
+    python tools/train.py --config configs/erfnet_camvid_refine.yaml --data-dir PATH/TO/CamVid
+    python tools/qat.py runs/erfnet_camvid_refine/best.keras --dataset camvid --data-dir PATH/TO/CamVid \
+        --epochs 2 --lr 5e-5 --output erfnet_camvid_qat_int8.tflite
+    python tools/package_pretrained.py runs/erfnet_camvid_refine/best.keras --name erfnet_camvid --dataset camvid \
+        --data-dir PATH/TO/CamVid --int8 erfnet_camvid_qat_int8.tflite \
+        --history runs/erfnet_camvid/history.csv runs/erfnet_camvid_refine/history.csv
 
 Steps: the model is scored on the validation split (full frames, whole-image mode); an int8 TFLite file is exported
 with calibration images from the training split (or ``--int8 FILE``, e.g. a quantisation-aware one, is taken as
