@@ -167,6 +167,18 @@ def _inbound_layers(model, layer) -> list:
     return inbound if isinstance(inbound, list) else [inbound]
 
 
+def _fresh_inputs(model):
+    """New ``tf_keras.Input`` tensors like ``model``'s, for calling its layers again: ``({id(old): new}, [new])``."""
+    tf_keras = _tf_keras()
+    tensors, inputs = {}, []
+    for inp in model.inputs:
+        new = tf_keras.Input(shape=inp.shape[1:], batch_size=inp.shape[0], dtype=inp.dtype,
+                             name=inp.name.split(":")[0])
+        tensors[id(inp)] = new
+        inputs.append(new)
+    return tensors, inputs
+
+
 def fold_transposed_batchnorm(model):
     """A copy of a ``tf_keras`` functional model with every ``Conv2DTranspose`` → ``BatchNormalization`` pair folded.
 
@@ -197,13 +209,7 @@ def fold_transposed_batchnorm(model):
     if not folds:
         return model
 
-    tensors = {}
-    inputs = []
-    for inp in model.inputs:
-        new = tf_keras.Input(shape=inp.shape[1:], batch_size=inp.shape[0], dtype=inp.dtype,
-                             name=inp.name.split(":")[0])
-        tensors[id(inp)] = new
-        inputs.append(new)
+    tensors, inputs = _fresh_inputs(model)
     skipped = {bn.name for bn in folds.values()}
     for layer in model.layers:
         if isinstance(layer, layers.InputLayer):
@@ -259,13 +265,7 @@ def restore_input_order(qat_model, annotated):
         if len(inbound) > 1:
             expected[_source_name(layer)] = [_source_name(src) for src in inbound]
     fixed = []
-    tensors = {}
-    inputs = []
-    for inp in qat_model.inputs:
-        new = tf_keras.Input(shape=inp.shape[1:], batch_size=inp.shape[0], dtype=inp.dtype,
-                             name=inp.name.split(":")[0])
-        tensors[id(inp)] = new
-        inputs.append(new)
+    tensors, inputs = _fresh_inputs(qat_model)
     for layer in qat_model.layers:
         if isinstance(layer, tf_keras.layers.InputLayer):
             continue
