@@ -452,7 +452,8 @@ def calibrate_ranges(qat_model, float_model, representative_data, num_calibratio
     """Sets the activation / output ranges of a QAT model to the min / max of the float model's layer outputs.
 
     Each ``quant_<name>`` wrapper quantises the output of layer ``<name>`` (after its activation), and the input
-    ``quantize_layer`` the input, so the float model's outputs on the calibration images give the starting ranges.
+    input ``QuantizeLayer`` the input, so the float model's outputs on the calibration images give the starting
+    ranges.
     Kernel ranges are set to the kernels' own (symmetric, per channel); training updates them at every step.
 
     Args:
@@ -480,7 +481,7 @@ def calibrate_ranges(qat_model, float_model, representative_data, num_calibratio
             out = np.asarray(out)
             lows[layer.name] = min(lows.get(layer.name, 0.0), float(out.min()))
             highs[layer.name] = max(highs.get(layer.name, 0.0), float(out.max()))
-    lows["quantize_layer"], highs["quantize_layer"] = min(0.0, float(images.min())), max(0.0, float(images.max()))
+    input_range = min(0.0, float(images.min())), max(0.0, float(images.max()))
     count = 0
     for layer in qat_model.layers:
         # Symmetric (per output channel) kernel ranges: tfmot only sets them at the first training step, and the
@@ -492,14 +493,20 @@ def calibrate_ranges(qat_model, float_model, representative_data, num_calibratio
                 low.assign(-bound)
                 high.assign(bound)
                 count += 2
-        name = layer.name[len("quant_"):] if layer.name.startswith("quant_") else layer.name
-        if name not in lows:
-            continue
+        # tfmot names the input quantiser "quantize_layer" with Keras' unique-name counter ("quantize_layer_1" for
+        # the second model of a process), so it is found by type.
+        if type(layer).__name__ == "QuantizeLayer":
+            low, high = input_range
+        else:
+            name = layer.name[len("quant_"):] if layer.name.startswith("quant_") else layer.name
+            if name not in lows:
+                continue
+            low, high = lows[name], highs[name]
         for var in layer.non_trainable_weights:
             short = var.name.split("/")[-1].split(":")[0]
             if "kernel" in short or not short.endswith(("_min", "_max")):
                 continue
-            var.assign(lows[name] if short.endswith("_min") else highs[name])
+            var.assign(low if short.endswith("_min") else high)
             count += 1
     return count
 
