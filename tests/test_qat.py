@@ -182,6 +182,21 @@ def test_qat_model_keeps_input_order_and_matches_float_before_training():
     assert np.abs(concat - expected)[inside].max() <= 1.01 * step
 
 
+def test_every_model_of_a_process_gets_its_input_range():
+    # tfmot names the input quantiser with Keras' unique-name counter: the second QAT model of a process has
+    # "quantize_layer_1", which calibration once missed, leaving that model's input range at [0, 0] until training.
+    from kerasseg.export import qat
+
+    model = _build("unet_padded")
+    x, _ = _batch(model, n=2, seed=4)
+    for _ in range(2):
+        qat_model = qat.quantize_aware(model, representative_data=x, num_calibration_samples=2)
+        layer = [layer for layer in qat_model.layers if type(layer).__name__ == "QuantizeLayer"][0]
+        ranges = {v.name.split("/")[-1].split(":")[0].rsplit("_", 1)[-1]: float(np.asarray(v))
+                  for v in layer.non_trainable_weights if v.name.split(":")[0].endswith(("_min", "_max"))}
+        assert ranges == pytest.approx({"min": float(x.min()), "max": float(x.max())}), (layer.name, ranges)
+
+
 def test_qat_loss_matches_the_float_training_loss_with_class_weights():
     import tensorflow as tf
 
@@ -352,3 +367,9 @@ def test_qat_end_to_end_on_synthetic(name, kwargs, epochs, tmp_path):
     # The issue's bounds: QAT int8 within 0.5 mIoU points of the float model and not worse than PTQ int8.
     assert report["qat_drop"] <= 0.5, report
     assert report["qat_miou"] >= report["ptq_miou"] - 1e-9, report
+    # The paired bootstrap's point estimate is the same difference, inside its own interval.
+    both = report["qat_vs_ptq"]
+    assert both["num_images"] == report["num_images"] == 8
+    assert both["difference"] == pytest.approx(100 * (report["qat_miou"] - report["ptq_miou"]))
+    assert both["low"] <= both["difference"] <= both["high"]
+    assert report["qat_vs_float"]["difference"] == pytest.approx(-report["qat_drop"])
