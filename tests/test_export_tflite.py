@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 import kerasseg
+from kerasseg.evaluation import scores_from_confusion
 from kerasseg.evaluation.compare import compare_keras_tflite
 from kerasseg.export import (
     AccuracyDropError,
@@ -128,8 +129,12 @@ def test_int8_full_integer_agrees_with_keras(trained, tmp_path, capsys):
     agreement = np.mean(lite.predict_labels(x_val) == np.argmax(keras_logits(model, x_val), -1))
     assert agreement >= 0.95, agreement
 
-    report = compare_keras_tflite(model, path, zip(x_val, y_val), NUM_CLASSES, 255)
+    report = compare_keras_tflite(model, path, zip(x_val, y_val), NUM_CLASSES, 255, per_image=True)
     assert report["num_images"] == len(x_val)
+    for runtime in ("keras", "tflite"):
+        per_image = report[f"{runtime}_confusions"]
+        assert per_image.shape == (len(x_val), NUM_CLASSES, NUM_CLASSES)
+        assert scores_from_confusion(per_image.sum(axis=0))["miou"] == pytest.approx(report[f"{runtime}_miou"])
     assert report["pixel_agreement"] == pytest.approx(agreement)
     assert report["keras_miou"] > 0.7
     assert abs(report["miou_drop"]) < 5.0

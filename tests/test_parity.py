@@ -82,9 +82,13 @@ def test_every_runtime_is_scored(result):
         assert len(row.iou_delta) == 3
         assert row.miou_delta == pytest.approx(100 * (row.miou - keras_row.miou))
         assert row.iou_delta[1] == pytest.approx(100 * (row.iou[1] - keras_row.iou[1]))
+        low, high = row.delta_interval
+        assert low <= high and high - low < 100
+    assert keras_row.delta_interval is None and result.qat_vs_int8 is None
     for name in ("fp32", "onnx"):
         row = result.row(name)
         assert row.pixel_agreement > 0.9999 and row.max_logit_error < 1e-3 and row.within_bound
+        assert row.delta_interval == pytest.approx([0.0, 0.0], abs=0.05)
     assert result.row("fp16").pixel_agreement > 0.999
     assert result.row("int8").pixel_agreement > 0.97 and result.row("int8").within_bound
     assert result.ok
@@ -92,7 +96,7 @@ def test_every_runtime_is_scored(result):
 
 def test_table_and_json(result):
     text = result.format()
-    for fragment in ("runtime", "tflite-int8", "onnx", "per-class IoU", "green", "int8 goal"):
+    for fragment in ("runtime", "tflite-int8", "onnx", "per-class IoU", "green", "int8 goal", "95 % interval"):
         assert fragment in text
     data = json.loads(result.to_json())
     assert data["ok"] is True and len(data["rows"]) == 6 and data["bounds"]["fp16"] == 0.1
@@ -133,6 +137,16 @@ def test_a_ready_qat_file_is_scored_with_its_bound(colours, result):
     assert row.miou == pytest.approx(int8.miou) and row.pixel_agreement == pytest.approx(int8.pixel_agreement)
     assert "tflite-int8-qat" in res.format()
     assert row.within_bound == (row.miou_delta >= -0.5)
+    assert res.qat_vs_int8 is None
+    # Scored beside a post-training export, the QAT row is compared with it on the same images.
+    model_, x_train = colours
+    both = parity(model_, list(zip(x_val, y_val)), variants=["int8"], files={"qat": int8.path},
+                  representative_data=x_train, num_calibration_samples=16, latency_runs=0, verbose=False)
+    versus = both.qat_vs_int8
+    assert versus["num_images"] == 6
+    assert versus["difference"] == pytest.approx(100 * (both.row("qat").miou - both.row("int8").miou))
+    assert versus["low"] <= versus["high"]
+    assert "QAT - PTQ int8" in both.format() and json.loads(both.to_json())["qat_vs_int8"] == versus
     with pytest.raises(ValueError, match="files keyed by one of"):
         parity(model, list(zip(x_val, y_val)), variants=["fp32"], files={"int4": int8.path})
     with pytest.raises(ValueError, match="existing .tflite"):

@@ -12,7 +12,8 @@ fine-tuned on the dataset's training split (keeping the state, before the first 
 file scores best on the validation split; ``--select-epoch``), converted to int8 TFLite with builtin operators only (written atomically with
 its metadata sidecar), checked against a target's rules (``--target``, NPU by default) and scored against the float model on the validation split with the confusion-matrix
 code every kerasseg export uses. With ``--compare-ptq`` the post-training int8 export of the same float model is
-scored too. The figures go to stdout and to ``OUTPUT`` with the suffix ``.report.json``.
+scored too, and paired bootstraps over the validation images (`kerasseg.evaluation.paired_bootstrap`) give intervals
+for QAT minus PTQ and QAT minus float. The figures go to stdout and to ``OUTPUT`` with the suffix ``.report.json``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def run(args) -> dict:
     import numpy as np
 
     from kerasseg import data as ksdata
+    from kerasseg.evaluation import paired_bootstrap
     from kerasseg.evaluation.compare import compare_keras_tflite
     from kerasseg.export import qat
     from kerasseg.export.check import check
@@ -130,7 +132,7 @@ def run(args) -> dict:
     if recalibration is not None:
         report["recalibration"] = recalibration
     scores = compare_keras_tflite(model, args.output, eval_data, meta.num_classes, meta.ignore_label,
-                                  max_images=args.max_eval_images)
+                                  max_images=args.max_eval_images, per_image=args.compare_ptq)
     report.update(float_miou=scores["keras_miou"], qat_miou=scores["tflite_miou"], qat_drop=scores["miou_drop"],
                   num_images=scores["num_images"])
     if target is not None:
@@ -140,8 +142,15 @@ def run(args) -> dict:
         to_tflite(model, ptq_path, "int8", representative_data=calib,
                   num_calibration_samples=args.calibration_samples, metadata=meta, verbose=False)
         ptq = compare_keras_tflite(model, ptq_path, eval_data, meta.num_classes, meta.ignore_label,
-                                   max_images=args.max_eval_images)
+                                   max_images=args.max_eval_images, per_image=True)
         report.update(ptq_path=ptq_path, ptq_miou=ptq["tflite_miou"], ptq_drop=ptq["miou_drop"])
+        # A few tenths of a point between two int8 files can be the luck of the validation scenes: the paired
+        # bootstrap over the same images says which.
+        if scores["num_images"] > 1:
+            report["qat_vs_ptq"] = paired_bootstrap(scores["tflite_confusions"], ptq["tflite_confusions"],
+                                                    seed=args.seed)
+            report["qat_vs_float"] = paired_bootstrap(scores["tflite_confusions"], scores["keras_confusions"],
+                                                      seed=args.seed)
     with atomic_path(os.path.splitext(args.output)[0] + ".report.json", suffix=".json") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
@@ -155,6 +164,10 @@ def main(argv=None) -> int:
             f"(drop {report['qat_drop']:.2f} points)")
     if "ptq_miou" in report:
         line += f", PTQ int8 {100 * report['ptq_miou']:.2f} (drop {report['ptq_drop']:.2f} points)"
+    if "qat_vs_ptq" in report:
+        b = report["qat_vs_ptq"]
+        line += (f"; QAT - PTQ {b['difference']:+.2f} points, {100 * b['confidence']:.0f} % interval "
+                 f"[{b['low']:+.2f}, {b['high']:+.2f}] over {b['num_images']} images")
     print(f"{line}; wrote {args.output}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kerasseg.evaluation.confusion import ConfusionMatrix
+from kerasseg.evaluation.significance import image_confusions
 
 __all__ = ["compare_keras_tflite"]
 
@@ -42,7 +43,7 @@ def _resize_labels(labels: np.ndarray, size) -> np.ndarray:
 
 def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_label: int | None = 255, *,
                          max_images: int | None = None, num_threads: int | None = None,
-                         output: str | None = None) -> dict:
+                         output: str | None = None, per_image: bool = False) -> dict:
     """Runs a Keras model and a TFLite model on the same validation images and scores both.
 
     Images whose size differs from the model input are resized bilinearly to it, and both models' predictions are
@@ -60,13 +61,15 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
         num_threads: LiteRT interpreter threads.
         output: the TFLite model's head, ``"logits"``, ``"probabilities"`` or ``"labels"``; read from the sidecar
             (or, for an integer output, known to be labels) when omitted, ``"logits"`` otherwise.
+        per_image: also return each image's confusion matrices (for `kerasseg.evaluation.paired_bootstrap`).
 
     Returns:
         dict with ``keras_miou`` and ``tflite_miou`` (0..1), ``miou_drop`` (Keras minus TFLite, in mIoU points),
         ``pixel_agreement`` (fraction of scored pixels where both argmaxes agree), ``max_abs_logit_error`` (over
         the model-resolution logits; ``None`` unless the TFLite head outputs logits), ``max_abs_probability_error``
         (``None`` unless it outputs probabilities), ``num_images``, ``output_head`` (the TFLite head),
-        ``keras_iou`` and ``tflite_iou`` (per-class lists, NaN for classes absent from both).
+        ``keras_iou`` and ``tflite_iou`` (per-class lists, NaN for classes absent from both); with ``per_image``,
+        ``keras_confusions`` and ``tflite_confusions``, ``(num_images, C, C)`` arrays.
 
     Raises:
         ValueError: malformed dataset elements, or no scored pixel in the whole dataset.
@@ -75,6 +78,8 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
 
     from kerasseg.export.tflite import TFLiteModel, read_sidecar
 
+    if not isinstance(per_image, bool):
+        raise ValueError(f"Expected per_image to be True or False. Received: per_image={per_image!r}")
     if max_images is not None and (not isinstance(max_images, (int, np.integer)) or max_images < 1):
         raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
     lite = TFLiteModel(tflite_path, num_threads=num_threads)
@@ -98,6 +103,7 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
     keras_cm = ConfusionMatrix(num_classes, ignore_label)
     lite_cm = ConfusionMatrix(num_classes, ignore_label)
     agree = scored = images_done = 0
+    keras_images, lite_images = [], []
     max_err = 0.0
     for element in dataset:
         if not isinstance(element, (tuple, list)) or len(element) < 2:
@@ -130,6 +136,9 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
             lite_pred = np.argmax(_resize_scores(lite_out, label_hw), axis=-1)
         keras_cm.update(labels, keras_pred)
         lite_cm.update(labels, lite_pred)
+        if per_image:
+            keras_images.append(image_confusions(labels, keras_pred, num_classes, ignore_label))
+            lite_images.append(image_confusions(labels, lite_pred, num_classes, ignore_label))
         valid = (labels >= 0) & (labels < num_classes)
         if ignore_label is not None:
             valid &= labels != ignore_label
@@ -142,7 +151,7 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
         raise ValueError(f"Expected the dataset to contain scored pixels (labels in [0, {num_classes}) other than "
                          f"ignore_label={ignore_label}). Received: {images_done} images without any")
     keras_scores, lite_scores = keras_cm.scores(), lite_cm.scores()
-    return {
+    result = {
         "keras_miou": keras_scores["miou"],
         "tflite_miou": lite_scores["miou"],
         "miou_drop": 100.0 * (keras_scores["miou"] - lite_scores["miou"]),
@@ -154,3 +163,7 @@ def compare_keras_tflite(model, tflite_path, dataset, num_classes: int, ignore_l
         "keras_iou": [float(v) for v in keras_scores["iou"]],
         "tflite_iou": [float(v) for v in lite_scores["iou"]],
     }
+    if per_image:
+        result["keras_confusions"] = np.concatenate(keras_images)
+        result["tflite_confusions"] = np.concatenate(lite_images)
+    return result

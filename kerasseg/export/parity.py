@@ -59,6 +59,8 @@ class ParityRow:
         latency_p90_ms: its 90th percentile.
         bound: the accepted |miou_delta| (``None`` for Keras).
         within_bound: whether |miou_delta| <= bound (``None`` for Keras).
+        delta_interval: ``[low, high]``, the 95 % paired-bootstrap interval of ``miou_delta`` over the scored images
+            (`kerasseg.evaluation.paired_bootstrap`; ``None`` for Keras or a single image).
     """
 
     name: str
@@ -75,6 +77,7 @@ class ParityRow:
     latency_p90_ms: float | None
     bound: float | None
     within_bound: bool | None
+    delta_interval: list | None = None
 
 
 @dataclasses.dataclass
@@ -86,12 +89,15 @@ class ParityResult:
         num_images: images scored.
         class_names: names of the classes (or their indices).
         num_threads: threads of the TFLite, ONNX and TensorFlow runtimes.
+        qat_vs_int8: with both an ``"int8"`` and a ``"qat"`` row, `kerasseg.evaluation.paired_bootstrap` of the QAT
+            file against the post-training one on the same images (mIoU points), else ``None``.
     """
 
     rows: list
     num_images: int
     class_names: list
     num_threads: int | None
+    qat_vs_int8: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,6 +120,7 @@ class ParityResult:
 
         return {"ok": self.ok, "num_images": self.num_images, "class_names": self.class_names,
                 "num_threads": self.num_threads, "bounds": MIOU_BOUNDS, "int8_goal": INT8_GOAL,
+                "qat_vs_int8": self.qat_vs_int8,
                 "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in self.rows]}
 
     def to_json(self) -> str:
@@ -121,7 +128,7 @@ class ParityResult:
 
     def format(self) -> str:
         """The summary table and the per-class IoU differences, as plain text."""
-        header = ("runtime", "mIoU", "Δ mIoU", "bound", "ok", "worst Δ IoU (class)", "agree %", "max |Δ logit|",
+        header = ("runtime", "mIoU", "Δ mIoU", "95 % interval", "bound", "ok", "worst Δ IoU (class)", "agree %", "max |Δ logit|",
                   "size MiB", "latency ms (p90)")
         lines = []
         keras_latency = self.rows[0].latency_ms
@@ -135,6 +142,7 @@ class ParityResult:
                 latency += f" ×{keras_latency / r.latency_ms:.2f}"
             lines.append((
                 r.name, f"{100 * r.miou:.2f}", "-" if r.variant == "keras" else f"{r.miou_delta:+.3f}",
+                "-" if r.delta_interval is None else f"[{r.delta_interval[0]:+.2f}, {r.delta_interval[1]:+.2f}]",
                 "-" if r.bound is None else f"{r.bound:g}",
                 "-" if r.within_bound is None else ("yes" if r.within_bound else "NO"), worst,
                 "-" if r.variant == "keras" else f"{100 * r.pixel_agreement:.2f}",
@@ -149,6 +157,11 @@ class ParityResult:
         if int8:
             met = abs(int8[0].miou_delta) <= INT8_GOAL
             out.append(f"int8 goal |Δ mIoU| <= {INT8_GOAL}: {'met' if met else 'not met'}")
+        if self.qat_vs_int8 is not None:
+            b = self.qat_vs_int8
+            out.append(f"QAT - PTQ int8: {b['difference']:+.3f} points, {100 * b['confidence']:.0f} % interval "
+                       f"[{b['low']:+.2f}, {b['high']:+.2f}] (QAT higher in {100 * b['prob_a_better']:.0f} % of "
+                       f"resamples)")
         out.append("")
         out.append("per-class IoU (Keras, %) and differences (points):")
         names = [r.name for r in self.rows[1:]]
@@ -228,6 +241,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     import tensorflow as tf
 
     from kerasseg.evaluation.confusion import ConfusionMatrix
+    from kerasseg.evaluation.significance import image_confusions, paired_bootstrap
     from kerasseg.export.onnx import ONNXModel, to_onnx
     from kerasseg.export.tflite import TFLiteModel, export_metadata, to_tflite
 
@@ -282,6 +296,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
         infer = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
         names = ["keras"] + variants
         matrices = {n: ConfusionMatrix(num_classes, ignore_label) for n in names}
+        per_image = {n: [] for n in names}
         agree = {v: 0 for v in variants}
         max_err = {v: 0.0 for v in variants}
         scored = done = 0
@@ -318,6 +333,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                     logits = tf.image.resize(logits, label_hw, method="bilinear").numpy()
                 predictions[n] = np.argmax(logits, axis=-1)
                 matrices[n].update(labels, predictions[n])
+                per_image[n].append(image_confusions(labels, predictions[n], num_classes, ignore_label))
             for v in variants:
                 agree[v] += int((predictions[v][valid] == predictions["keras"][valid]).sum())
             scored += int(valid.sum())
@@ -343,6 +359,9 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                 latency[v] = time_runs(lambda r=runners[v]: r(first_image), latency_runs)
 
         keras_scores = matrices["keras"].scores()
+        per_image = {n: np.concatenate(v) for n, v in per_image.items()}
+        # Whether a fraction of a point is a difference or the luck of the images: same images, resampled together.
+        boot = (lambda a, b: paired_bootstrap(per_image[a], per_image[b])) if done > 1 else (lambda a, b: None)
         rows = []
         keras_size = os.path.getsize(model_path) if model_path is not None and os.path.isfile(model_path) else None
         for n in names:
@@ -359,10 +378,13 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             # A quantisation-aware file comes from a fine-tuned copy of the model: it may score better than the float
             # model it started from, and only a loss counts against its bound.
             within = miou_delta >= -bound if n in FILE_VARIANTS else abs(miou_delta) <= bound
+            interval = boot(n, "keras")
             rows.append(ParityRow(name, n, paths[n], scores["miou"], iou,
                                   miou_delta, delta, agree[n] / scored, max_err[n], os.path.getsize(paths[n]),
-                                  *latency[n], bound, bool(within)))
-        return ParityResult(rows, done, class_names, num_threads)
+                                  *latency[n], bound, bool(within),
+                                  None if interval is None else [interval["low"], interval["high"]]))
+        qat_vs_int8 = boot("qat", "int8") if "qat" in names and "int8" in names else None
+        return ParityResult(rows, done, class_names, num_threads, qat_vs_int8)
     finally:
         if output_dir is None:
             shutil.rmtree(folder, ignore_errors=True)
