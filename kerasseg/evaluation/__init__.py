@@ -17,7 +17,8 @@ from kerasseg.evaluation.evaluator import EvaluationResult, evaluate
 from kerasseg.evaluation.inference import (DEFAULT_SCALES, MODES, KerasPredictor, keras_predict_fn, predict_labels,
                                            predict_logits, window_starts)
 from kerasseg.evaluation.report import format_table, save_confusion_png, write_report
-from kerasseg.evaluation.significance import image_confusions, paired_bootstrap
+from kerasseg.evaluation.confusion import image_confusions
+from kerasseg.evaluation.significance import paired_bootstrap
 
 __all__ = ["ConfusionMatrix", "scores_from_confusion", "EvaluationResult", "evaluate", "DEFAULT_SCALES", "MODES",
            "KerasPredictor", "keras_predict_fn", "predict_labels", "predict_logits", "window_starts",

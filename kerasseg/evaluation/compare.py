@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasseg.evaluation.confusion import ConfusionMatrix
-from kerasseg.evaluation.significance import image_confusions
+from kerasseg.evaluation.confusion import ConfusionMatrix, image_confusions
 
 __all__ = ["compare_keras_tflite"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ConfusionMatrix", "scores_from_confusion"]
+__all__ = ["ConfusionMatrix", "image_confusions", "scores_from_confusion"]
 
 
 def scores_from_confusion(cm: np.ndarray) -> dict:
@@ -45,6 +45,34 @@ def scores_from_confusion(cm: np.ndarray) -> dict:
     }
 
 
+def image_confusions(labels, predictions, num_classes: int, ignore_label: int | None = 255) -> np.ndarray:
+    """Per-image confusion matrices of a batch; `ConfusionMatrix` counts with it too.
+
+    Args:
+        labels: ``(B, H, W)`` integer label maps.
+        predictions: ``(B, H, W)`` integer predictions.
+        num_classes: number of classes.
+        ignore_label: label value that is not scored.
+
+    Returns:
+        ``(B, num_classes, num_classes)`` int64 array, rows ground truth and columns predictions.
+    """
+    labels = np.asarray(labels).astype(np.int64, copy=False)
+    predictions = np.asarray(predictions).astype(np.int64, copy=False)
+    if labels.shape != predictions.shape or labels.ndim < 1:
+        raise ValueError(f"Expected labels and predictions of the same (batch, ...) shape. Received: labels "
+                         f"{labels.shape} and predictions {predictions.shape}")
+    batch, c = labels.shape[0], int(num_classes)
+    labels, predictions = labels.reshape(batch, -1), predictions.reshape(batch, -1)
+    valid = (labels >= 0) & (labels < c)
+    if ignore_label is not None:
+        valid &= labels != ignore_label
+    # Predictions outside the class range cannot come from an argmax; clip defensively.
+    image = np.broadcast_to(np.arange(batch)[:, None], labels.shape)
+    idx = (image * c + labels) * c + np.clip(predictions, 0, c - 1)
+    return np.bincount(idx[valid], minlength=batch * c * c).reshape(batch, c, c)
+
+
 class ConfusionMatrix:
     """Streaming confusion matrix over label maps.
 
@@ -67,13 +95,7 @@ class ConfusionMatrix:
         if labels.shape != predictions.shape:
             raise ValueError(f"Expected labels and predictions of the same size. Received: {labels.size} labels "
                              f"and {predictions.size} predictions")
-        valid = (labels >= 0) & (labels < self.num_classes)
-        if self.ignore_label is not None:
-            valid &= labels != self.ignore_label
-        # Predictions outside the class range cannot come from an argmax; clip defensively.
-        p = np.clip(predictions[valid], 0, self.num_classes - 1)
-        idx = labels[valid] * self.num_classes + p
-        self.matrix += np.bincount(idx, minlength=self.num_classes ** 2).reshape(self.num_classes, -1)
+        self.matrix += image_confusions(labels[None], predictions[None], self.num_classes, self.ignore_label)[0]
         return self
 
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":

@@ -17,34 +17,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["image_confusions", "paired_bootstrap"]
+from kerasseg.evaluation.confusion import image_confusions
 
-
-def image_confusions(labels, predictions, num_classes: int, ignore_label: int | None = 255) -> np.ndarray:
-    """Per-image confusion matrices of a batch, with the same counting rules as `ConfusionMatrix`.
-
-    Args:
-        labels: ``(B, H, W)`` integer label maps.
-        predictions: ``(B, H, W)`` integer predictions.
-        num_classes: number of classes.
-        ignore_label: label value that is not scored.
-
-    Returns:
-        ``(B, num_classes, num_classes)`` int64 array, rows ground truth and columns predictions.
-    """
-    labels = np.asarray(labels).astype(np.int64, copy=False)
-    predictions = np.asarray(predictions).astype(np.int64, copy=False)
-    if labels.shape != predictions.shape or labels.ndim < 1:
-        raise ValueError(f"Expected labels and predictions of the same (batch, ...) shape. Received: labels "
-                         f"{labels.shape} and predictions {predictions.shape}")
-    batch, c = labels.shape[0], int(num_classes)
-    labels, predictions = labels.reshape(batch, -1), predictions.reshape(batch, -1)
-    valid = (labels >= 0) & (labels < c)
-    if ignore_label is not None:
-        valid &= labels != ignore_label
-    image = np.broadcast_to(np.arange(batch)[:, None], labels.shape)
-    idx = (image * c + labels) * c + np.clip(predictions, 0, c - 1)
-    return np.bincount(idx[valid], minlength=batch * c * c).reshape(batch, c, c)
+__all__ = ["paired_bootstrap"]
 
 
 def _miou(cms: np.ndarray) -> np.ndarray:
@@ -61,7 +36,8 @@ def paired_bootstrap(confusions_a, confusions_b, *, num_samples: int = 2000, con
     """Paired bootstrap of the mIoU difference between two predictions of the same images.
 
     Args:
-        confusions_a: ``(N, C, C)`` per-image confusion matrices of model A (see `image_confusions`).
+        confusions_a: ``(N, C, C)`` per-image confusion matrices of model A (see
+            `kerasseg.evaluation.confusion.image_confusions`).
         confusions_b: the same images' matrices for model B.
         num_samples: bootstrap resamples.
         confidence: coverage of the percentile interval, in (0, 1).

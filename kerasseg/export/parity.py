@@ -240,8 +240,8 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     """
     import tensorflow as tf
 
-    from kerasseg.evaluation.confusion import ConfusionMatrix
-    from kerasseg.evaluation.significance import image_confusions, paired_bootstrap
+    from kerasseg.evaluation.confusion import ConfusionMatrix, image_confusions
+    from kerasseg.evaluation.significance import paired_bootstrap
     from kerasseg.export.onnx import ONNXModel, to_onnx
     from kerasseg.export.tflite import TFLiteModel, export_metadata, to_tflite
 
