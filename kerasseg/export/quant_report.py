@@ -44,7 +44,7 @@ import numpy as np
 from kerasseg.saving import atomic_path
 
 __all__ = ["RANK_METRIC", "ROUNDING_FLOOR", "LayerError", "QuantReport", "quant_report", "report_from_converter",
-           "quantize_with_float_layers", "layer_tensors"]
+           "quantize_with_float_layers", "layer_tensors", "exported_layer"]
 
 RANK_METRIC = "rmse/scale"
 # The rms error of uniform rounding, in quantisation steps: 1/sqrt(12).
@@ -144,6 +144,8 @@ class QuantReport:
 
 
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
+# The converter names the traced function's output tensor this way instead of after the layer computing it.
+_OUTPUT_TENSOR = "Identity"
 
 
 def _keras_layers(tensor: str, layer_names: set) -> list:
@@ -180,14 +182,17 @@ def _quiet():
         yield
 
 
-def _debugger(converter, samples):
+def _debugger(converter, samples, debug_samples=None):
     import tensorflow as tf
 
+    debug_samples = samples if debug_samples is None else debug_samples
     with _quiet():
-        return tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=lambda: iter(samples))
+        return tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                         debug_dataset=lambda: iter(debug_samples))
 
 
-def _statistics(debugger, *, model_name: str, layer_names, num_samples: int, per_channel: bool) -> QuantReport:
+def _statistics(debugger, *, model_name: str, layer_names, num_samples: int, per_channel: bool,
+                output_layer: str | None = None) -> QuantReport:
     with _quiet():
         debugger.run()
     # layer_statistics_dump is the debugger's public view that pairs each statistic with its operator, tensor name
@@ -199,8 +204,11 @@ def _statistics(debugger, *, model_name: str, layer_names, num_samples: int, per
     for row in csv.DictReader(io.StringIO(dump.getvalue())):
         scale = float(row["scale"])
         rmse = math.sqrt(max(0.0, float(row["mean_squared_error"])))
+        found = _keras_layers(row["tensor_name"], names)
+        if not found and output_layer is not None and row["tensor_name"] == _OUTPUT_TENSOR:
+            found = [output_layer]
         layers.append(LayerError(
-            tensor=row["tensor_name"], layers=_keras_layers(row["tensor_name"], names), op=row["op_name"],
+            tensor=row["tensor_name"], layers=found, op=row["op_name"],
             rmse_per_scale=rmse / scale if scale > 0 else float("inf"), rmse=rmse,
             max_abs_error=float(row["max_abs_error"]), mean_error=float(row["mean_error"]), scale=scale,
             num_elements=int(float(row["num_elements"]))))
@@ -208,19 +216,21 @@ def _statistics(debugger, *, model_name: str, layer_names, num_samples: int, per
     return QuantReport(model_name, "int8", per_channel, num_samples, layers)
 
 
-def report_from_converter(converter, *, model_name: str, layer_names=(), num_samples: int = 100) -> QuantReport:
+def report_from_converter(converter, *, model_name: str, layer_names=(), output_layer: str | None = None,
+                          num_samples: int = 100) -> QuantReport:
     """The per-layer report of a configured int8 converter (`kerasseg.export.tflite.tflite_converter`).
 
     Args:
         converter: an int8 ``tf.lite.TFLiteConverter`` with a representative dataset (drawn here, once).
         model_name: for the report.
         layer_names: the Keras model's layer names, to attribute operators to layers.
+        output_layer: the Keras layer whose output is the exported output, if any.
         num_samples: calibration images drawn.
     """
     samples = _replayable(converter, num_samples)
     per_channel = not converter._experimental_disable_per_channel  # set by tflite_converter; no public getter
     return _statistics(_debugger(converter, samples), model_name=model_name, layer_names=layer_names,
-                       num_samples=len(samples), per_channel=per_channel)
+                       num_samples=len(samples), per_channel=per_channel, output_layer=output_layer)
 
 
 def quant_report(model, representative_data, *, num_calibration_samples: int = 100, per_channel: bool = True,
@@ -247,7 +257,13 @@ def quant_report(model, representative_data, *, num_calibration_samples: int = 1
                                  num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
                                  host_upsample=host_upsample, per_channel=per_channel, verbose=verbose)
     return report_from_converter(converter, model_name=model.name, layer_names=[layer.name for layer in model.layers],
+                                 output_layer=exported_layer(model, output, host_upsample),
                                  num_samples=int(num_calibration_samples))
+
+
+def exported_layer(model, output: str = "logits", host_upsample: bool = False) -> str | None:
+    """The Keras layer whose output an export's output tensor is: the model's last layer for a plain logits head."""
+    return model.layers[-1].name if output == "logits" and not host_upsample else None
 
 
 def layer_tensors(report: QuantReport, names) -> list:
@@ -274,7 +290,7 @@ def layer_tensors(report: QuantReport, names) -> list:
 
 
 def quantize_with_float_layers(converter, float_layers=None, float_ops=None, *, model_name: str = "model",
-                               layer_names=(), num_samples: int = 100) -> bytes:
+                               layer_names=(), output_layer: str | None = None, num_samples: int = 100) -> bytes:
     """An int8 flatbuffer with some layers kept in float, from a configured int8 converter.
 
     Args:
@@ -282,7 +298,8 @@ def quantize_with_float_layers(converter, float_layers=None, float_ops=None, *, 
         float_layers: ``None``, a number ``N`` (the ``N`` worst layers of the per-layer report), or a list of Keras
             layer names / TFLite tensor names.
         float_ops: ``None`` or TFLite operator names kept in float wherever they occur, e.g. ``["RESIZE_BILINEAR"]``.
-        model_name, layer_names: the Keras model's name and layer names, to resolve Keras layer names.
+        model_name, layer_names, output_layer: the Keras model's name, layer names and exported layer
+            (`exported_layer`), to resolve Keras layer names.
         num_samples: calibration images drawn from the converter's representative dataset.
 
     Returns:
@@ -298,14 +315,16 @@ def quantize_with_float_layers(converter, float_layers=None, float_ops=None, *, 
     if float_ops is not None and (isinstance(float_ops, str) or not all(isinstance(o, str) for o in float_ops)):
         raise ValueError(f"Expected float_ops to be a list of TFLite operator names. Received: "
                          f"float_ops={float_ops!r}")
+    ranked = isinstance(float_layers, (int, np.integer)) and not isinstance(float_layers, bool)
     samples = _replayable(converter, num_samples)
     per_channel = not converter._experimental_disable_per_channel  # set by tflite_converter; no public getter
-    debugger = _debugger(converter, samples)
+    # The debugger calibrates on every sample; named layers only need one debug run to list the operators.
+    debugger = _debugger(converter, samples, debug_samples=samples if ranked else samples[:1])
     nodes = ops = None
     if float_layers is not None:
         report = _statistics(debugger, model_name=model_name, layer_names=layer_names, num_samples=len(samples),
-                             per_channel=per_channel)
-        if isinstance(float_layers, (int, np.integer)) and not isinstance(float_layers, bool):
+                             per_channel=per_channel, output_layer=output_layer)
+        if ranked:
             nodes = report.worst(int(float_layers))
         else:
             nodes = layer_tensors(report, float_layers)

@@ -512,11 +512,12 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     if fallback:
         if mode != "int8":
             raise ValueError(f"Expected float_layers / float_ops only with mode='int8'. Received: mode={mode!r}")
-        from kerasseg.export.quant_report import quantize_with_float_layers
+        from kerasseg.export.quant_report import exported_layer, quantize_with_float_layers
 
         convert = lambda: quantize_with_float_layers(  # noqa: E731
             converter, float_layers, float_ops, model_name=model.name,
-            layer_names=[layer.name for layer in model.layers], num_samples=int(num_calibration_samples))
+            layer_names=[layer.name for layer in model.layers],
+            output_layer=exported_layer(model, output, host_upsample), num_samples=int(num_calibration_samples))
     else:
         convert = converter.convert
     try:
