@@ -179,7 +179,7 @@ def test_parity_rows_for_the_quantised_variants(trained, tmp_path):
 
 
 def test_tools_quant_report_and_int8_onnx(trained, synthetic_root, tmp_path):
-    from tools import export_onnx
+    from tools import export_onnx, export_tflite
     from tools import quant_report as tool
 
     model, _ = trained
@@ -194,3 +194,11 @@ def test_tools_quant_report_and_int8_onnx(trained, synthetic_root, tmp_path):
     assert export_onnx.main([keras_path, "--output", onnx_path, "--mode", "int8", "--dataset", "folder",
                              "--data-dir", str(synthetic_root), "--num-calibration", "3"]) == 0
     assert read_sidecar(onnx_path).extra["export"]["quantization"]["calibration_images"] == 3
+    tflite_path = str(tmp_path / "blocks_16x8.tflite")
+    common = ["--dataset", "folder", "--data-dir", str(synthetic_root), "--num-calibration", "3", "--force",
+              "--max-eval-images", "2"]
+    assert export_tflite.main([keras_path, "--mode", "int16x8", "--output", tflite_path] + common) == 0
+    assert read_sidecar(tflite_path).extra["export"]["input_dtype"] == "int16"
+    assert export_tflite.main([keras_path, "--mode", "int8", "--float-layers", "nope", "--output",
+                               str(tmp_path / "bad.tflite")] + common) == 2
+    assert not os.path.exists(tmp_path / "bad.tflite")

@@ -748,6 +748,7 @@ class AccuracyDropError(RuntimeError):
 def export_verified(model, path, mode: str = "fp32", *, eval_data, representative_data=None,
                     num_calibration_samples: int = 100, output: str = "logits", metadata: ModelMetadata | None = None,
                     io_dtype: str = "int8", label_dtype: str = "int32", host_upsample: bool = False,
+                    per_channel: bool = True, float_layers=None, float_ops=None,
                     target: str | None = None, max_miou_drop: float | None = None, force: bool = False,
                     max_eval_images: int | None = None, num_threads: int | None = None,
                     verbose: bool = True) -> dict:
@@ -759,7 +760,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
 
     Args:
         model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, label_dtype,
-            host_upsample, target, verbose: see `to_tflite`.
+            host_upsample, per_channel, float_layers, float_ops, target, verbose: see `to_tflite`.
         eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, labels)``, batched or not.
         max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point); ``None`` takes
             the mode's bound from `kerasseg.export.parity.MIOU_BOUNDS` (fp32 0.01, fp16 0.1, dynamic and int8 1.0).
@@ -800,8 +801,8 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         tmp_path = os.path.join(tmp_dir, os.path.basename(path))
         to_tflite(model, tmp_path, mode, representative_data=representative_data,
                   num_calibration_samples=num_calibration_samples, output=output, metadata=meta,
-                  io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, target=target,
-                  verbose=verbose)
+                  io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
+                  float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose)
         report = compare_keras_tflite(model, tmp_path, eval_data, meta.num_classes, meta.ignore_label,
                                       max_images=max_eval_images, num_threads=num_threads)
         report.update(path=path, mode=mode, tflite_bytes=os.path.getsize(tmp_path),
