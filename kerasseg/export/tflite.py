@@ -1,4 +1,8 @@
-"""TFLite export: float32, float16, dynamic-range and full-integer int8 models for edge GPUs and NPUs.
+"""TFLite export: float32, float16, dynamic-range, full-integer int8 and int16x8 models for edge GPUs and NPUs.
+
+When int8 loses too much, ``mode="int16x8"`` (int16 activations), ``per_channel=False`` (per-tensor weights, for NPUs
+that need them) and ``float_layers`` (int8 with the worst layers of `kerasseg.export.quant_report` kept in float,
+no longer fully integer) are the lighter remedies; docs/quantization.md has the figures.
 
 Every conversion starts from a static batch-1 ``tf.function`` around the Keras model. With a dynamic batch the
 converter rewrites dilated convolutions as SPACE_TO_BATCH_ND / CONV_2D / BATCH_TO_SPACE_ND and gives transposed
