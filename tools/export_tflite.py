@@ -10,9 +10,9 @@ Calibration images (int8) come from the train split, evaluation images from the 
 the mean / std recorded in the model. The model is converted into a temporary file, scored with Keras and with the
 LiteRT interpreter on the same images, and moved (with its ``.json`` sidecar) onto ``--output`` only when the TFLite
 mIoU is at most ``--max-miou-drop`` points below the Keras mIoU (by default the mode's parity bound: fp32 0.01,
-fp16 0.1, dynamic and int8 1.0, int16x8 0.25), or with ``--force``. With ``--target`` the converted model must also pass that
-target's edge-compatibility rules (see ``tools/check_tflite.py``). Exit status: 0 written, 1 refused (accuracy or
-target rules), 2 bad arguments or input.
+fp16 0.1, dynamic and int8 1.0, int16x8 0.25), or with ``--force``. With ``--target`` the converted model must also
+pass that target's edge-compatibility rules (see ``tools/check_tflite.py``). Exit status: 0 written, 1 refused
+(accuracy or target rules), 2 bad arguments or input.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-__all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "QUANT_VARIANTS", "FILE_VARIANTS", "ParityRow", "ParityResult", "parity", "time_runs"]
+__all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "QUANT_VARIANTS", "FILE_VARIANTS", "ParityRow", "ParityResult",
+           "parity", "time_runs"]
 
 # Largest accepted |mIoU(variant) - mIoU(Keras)|, in mIoU points. Dynamic-range quantisation is post-training
 # quantisation of the weights only, held to the int8 bound.

@@ -584,8 +584,8 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         mode: ``"fp32"``, ``"fp16"`` (float16 weights), ``"dynamic"`` (int8 weights, float activations),
             ``"int8"`` (full-integer: weights, activations, input and output) or ``"int16x8"`` (int16 activations,
             input and output, int8 weights: TFLite's ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``).
-        representative_data: for ``"int8"`` / ``"int16x8"``, an iterable or ``tf.data.Dataset`` of normalised float32 images
-            ``(H, W, C)``, batches ``(B, H, W, C)`` or ``(images, labels)`` tuples, typically the training split of
+        representative_data: for ``"int8"`` / ``"int16x8"``, an iterable or ``tf.data.Dataset`` of normalised
+            float32 images ``(H, W, C)``, batches ``(B, H, W, C)`` or ``(images, labels)`` tuples, typically the training split of
             the user's own pipeline (`kerasseg.data.load_dataset`). Images of another size are resized bilinearly to
             the model input.
         num_calibration_samples: number of single images drawn from ``representative_data``.
