@@ -299,6 +299,10 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             log("ranking the layers by their int8 error (QuantizationDebugger)")
             worst = quant_report(model, io_dtype=io_dtype, host_upsample=host_upsample, **calibration).layers
             float_layers = {}
+            too_many = [v for v in variants if _FALLBACK.match(v) and int(_FALLBACK.match(v).group(1)) > len(worst)]
+            if too_many:
+                raise ValueError(f"Expected at most {len(worst)} float layers (the quantised operators of model "
+                                 f"{model.name!r}). Received: variants {too_many}")
         for variant in variants:
             if variant in ("onnx", "onnx-int8"):
                 path = os.path.join(folder, f"{model.name}{variant[4:]}.onnx")
@@ -315,9 +319,6 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                     options = {"mode": "int8", "per_channel": False}
                 elif _FALLBACK.match(variant):
                     kept = worst[:int(_FALLBACK.match(variant).group(1))]
-                    if len(kept) < int(_FALLBACK.match(variant).group(1)):
-                        raise ValueError(f"Expected at most {len(worst)} float layers (the quantised operators of "
-                                         f"model {model.name!r}). Received: variant {variant!r}")
                     float_layers[variant] = [",".join(e.layers) or e.tensor for e in kept]
                     options = {"mode": "int8", "float_layers": [e.tensor for e in kept]}
                 to_tflite(model, path, metadata=meta, io_dtype=io_dtype, host_upsample=host_upsample, verbose=verbose,
