@@ -200,7 +200,8 @@ def test_calibration_resizes_and_accepts_single_images(random_model, tmp_path, c
 
 @pytest.mark.parametrize("mode", ["int", "INT8", "float32", "fp", "", None])
 def test_unknown_mode_is_an_error(random_model, tmp_path, mode):
-    with pytest.raises(ValueError, match=r"Expected mode to be one of \['fp32', 'fp16', 'dynamic', 'int8'\]"):
+    with pytest.raises(ValueError,
+                       match=r"Expected mode to be one of \['fp32', 'fp16', 'dynamic', 'int8', 'int16x8'\]"):
         to_tflite(random_model, tmp_path / "m.tflite", mode)
     assert os.listdir(tmp_path) == []
 

@@ -10,9 +10,9 @@ Calibration images (int8) come from the train split, evaluation images from the 
 the mean / std recorded in the model. The model is converted into a temporary file, scored with Keras and with the
 LiteRT interpreter on the same images, and moved (with its ``.json`` sidecar) onto ``--output`` only when the TFLite
 mIoU is at most ``--max-miou-drop`` points below the Keras mIoU (by default the mode's parity bound: fp32 0.01,
-fp16 0.1, dynamic and int8 1.0), or with ``--force``. With ``--target`` the converted model must also pass that
-target's edge-compatibility rules (see ``tools/check_tflite.py``). Exit status: 0 written, 1 refused (accuracy or
-target rules), 2 bad arguments or input.
+fp16 0.1, dynamic and int8 1.0, int16x8 0.25), or with ``--force``. With ``--target`` the converted model must also
+pass that target's edge-compatibility rules (see ``tools/check_tflite.py``). Exit status: 0 written, 1 refused
+(accuracy or target rules), 2 bad arguments or input.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="the trained .keras model")
-    p.add_argument("--mode", required=True, choices=["fp32", "fp16", "dynamic", "int8"])
+    p.add_argument("--mode", required=True, choices=["fp32", "fp16", "dynamic", "int8", "int16x8"],
+                   help="int16x8: int16 activations, int8 weights (bound 0.25)")
+    p.add_argument("--per-tensor", action="store_true", help="int8: one weight scale per tensor (for NPUs that "
+                                                             "require it) instead of one per output channel")
+    p.add_argument("--float-layers", default=None,
+                   help="int8: keep layers in float, either a number N (the N worst of tools/quant_report.py) or "
+                        "comma-separated Keras layer names; the file is then not fully integer (no NPU)")
     p.add_argument("--dataset", default="synthetic",
                    choices=["synthetic", "folder", "camvid", "cityscapes", "voc", "ade20k"],
                    help="dataset format (default synthetic)")
@@ -47,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-eval-images", type=int, default=None, help="score at most this many val images")
     p.add_argument("--threads", type=int, default=2, help="LiteRT interpreter threads for the check (default 2)")
     return p
+
+
+def _float_layers(value):
+    if value is None:
+        return None
+    return int(value) if value.strip().isdigit() else [name.strip() for name in value.split(",") if name.strip()]
 
 
 def _mib(n: int) -> str:
@@ -72,11 +84,12 @@ def main(argv=None) -> int:
     try:
         model = kerasseg.load_model(args.model)
         metadata, calibration, val = export_data(model, args.dataset, args.data_dir,
-                                                 calibration=args.mode == "int8")
+                                                 calibration=args.mode in ("int8", "int16x8"))
         report = export_verified(model, args.output, args.mode, eval_data=val, representative_data=calibration,
                                  num_calibration_samples=args.num_calibration, output=args.output_head,
                                  metadata=metadata, io_dtype=args.io_dtype, label_dtype=args.label_dtype,
-                                 host_upsample=args.host_upsample, target=args.target,
+                                 host_upsample=args.host_upsample, per_channel=not args.per_tensor,
+                                 float_layers=_float_layers(args.float_layers), target=args.target,
                                  max_miou_drop=args.max_miou_drop, force=args.force,
                                  max_eval_images=args.max_eval_images, num_threads=args.threads)
     except AccuracyDropError as e:

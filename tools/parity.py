@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset format (default synthetic)")
     p.add_argument("--data-dir", default="runs/synthetic", help="dataset root (train split: calibration, val: scoring)")
     p.add_argument("--variants", default="fp32,fp16,dynamic,int8,onnx",
-                   help="comma-separated subset of fp32,fp16,dynamic,int8,onnx (default all)")
+                   help="comma-separated subset of fp32,fp16,dynamic,int8,onnx (default all), and of the further "
+                        "quantised variants int8-per-tensor, int16x8 (bound 0.25), onnx-int8 (QDQ) and "
+                        "int8-float<N> (int8 with the N worst layers of the per-layer report kept in float)")
     p.add_argument("--qat", help="also score this int8 .tflite from quantisation-aware training (tools/qat.py), "
                                  "bound 0.5 mIoU points")
     p.add_argument("--num-calibration", type=int, default=100, help="int8 calibration images (default 100)")
@@ -48,9 +51,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    known = ("fp32", "fp16", "dynamic", "int8", "onnx")
-    if not variants or any(v not in known for v in variants) or len(set(variants)) != len(variants):
-        parser.error(f"Expected --variants to be distinct names from {','.join(known)}. "
+    known = ("fp32", "fp16", "dynamic", "int8", "onnx", "int8-per-tensor", "int16x8", "onnx-int8")
+    if not variants or len(set(variants)) != len(variants) or any(
+            v not in known and not re.fullmatch(r"int8-float\d+", v) for v in variants):
+        parser.error(f"Expected --variants to be distinct names from {','.join(known)},int8-float<N>. "
                      f"Received: --variants={args.variants!r}")
     for arg, value, low in (("--threads", args.threads, 1), ("--num-calibration", args.num_calibration, 1),
                             ("--runs", args.runs, 0)):
@@ -75,7 +79,8 @@ def main(argv=None) -> int:
     try:
         model = kerasseg.load_model(args.model)
         metadata, calibration, val = export_data(model, args.dataset, args.data_dir,
-                                                 calibration="int8" in variants)
+                                                 calibration=bool(set(variants) - {"fp32", "fp16", "dynamic",
+                                                                                   "onnx"}))
         result = parity(model, val, variants=variants, representative_data=calibration,
                         num_calibration_samples=args.num_calibration, output_dir=args.output_dir, metadata=metadata,
                         host_upsample=args.host_upsample, max_images=args.max_eval_images, num_threads=args.threads,

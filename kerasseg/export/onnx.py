@@ -9,6 +9,7 @@ is validated by ``onnx.checker``, run in onnxruntime on a random input and compa
 Example::
 
     to_onnx(model, "erfnet.onnx")                 # opset 17
+    to_onnx(model, "erfnet_int8.onnx", mode="int8", representative_data=calibration_images)   # QDQ int8
     ONNXModel("erfnet.onnx", num_threads=2)(normalised_batch)
 """
 
@@ -22,9 +23,12 @@ import numpy as np
 from kerasseg.preprocessing import ModelMetadata
 from kerasseg.saving import atomic_path
 
-__all__ = ["DEFAULT_OPSET", "to_onnx", "convert_to_onnx", "ONNXModel", "ONNXMismatchError"]
+__all__ = ["DEFAULT_OPSET", "MODES", "to_onnx", "convert_to_onnx", "ONNXModel", "ONNXMismatchError"]
 
 DEFAULT_OPSET = 17
+MODES = ("fp32", "int8")
+# The least argmax agreement with Keras an int8 model must show on a calibration image to be written.
+INT8_MIN_AGREEMENT = 0.9
 # 18 is the newest opset tf2onnx 1.17 can emit; 13 is the oldest the tests convert with (onnxruntime runs all).
 OPSETS = tuple(range(13, 19))
 _CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
@@ -50,7 +54,9 @@ def _session(data: bytes, num_threads: int | None = None):
 
 
 def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits", label_dtype: str = "int32",
-                    host_upsample: bool = False, verify: bool = True, seed: int = 0) -> tuple[bytes, dict]:
+                    host_upsample: bool = False, verify: bool = True, seed: int = 0, mode: str = "fp32",
+                    representative_data=None, num_calibration_samples: int = 100,
+                    verbose: bool = False) -> tuple[bytes, dict]:
     """Converts a Keras model to an ONNX model in memory (see `to_onnx` for the arguments).
 
     Returns:
@@ -67,6 +73,10 @@ def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits"
     if not isinstance(opset, (int, np.integer)) or isinstance(opset, bool) or int(opset) not in OPSETS:
         raise ValueError(f"Expected opset to be an integer in {OPSETS[0]}..{OPSETS[-1]}. Received: opset={opset!r}")
     output = _check_choice("output", output, ("logits", "probabilities", "labels"))
+    mode = _check_choice("mode", mode, MODES)
+    if mode == "int8" and representative_data is None:
+        raise ValueError("Expected representative_data (normalised float images) for mode='int8': static "
+                         "quantisation calibrates activation ranges on them. Received: representative_data=None")
     shape = _static_input_shape(model)
     exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
 
@@ -147,11 +157,51 @@ def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits"
                                         f"{100 * agreement:.2f} %", err)
             record["verification"] = {"max_abs_error": err, "p99_abs_error": err_p99, "output_scale": scale,
                                       "pixel_agreement": agreement}
+    if mode == "int8":
+        data, record = _quantized(data, record, serve, representative_data, num_calibration_samples, shape, verify,
+                                  verbose)
+    return data, record
+
+
+def _quantized(data: bytes, record: dict, serve, representative_data, num_calibration_samples: int, shape,
+               verify: bool, verbose: bool) -> tuple[bytes, dict]:
+    """The QDQ int8 model of a verified float one, checked against Keras on a calibration image."""
+    import onnx
+    import tensorflow as tf
+
+    from kerasseg.export.onnx_quant import QDQ_SETTINGS, quantize_qdq
+
+    data, count = quantize_qdq(data, representative_data, input_name=record["input_name"], shape=shape,
+                               num_calibration_samples=num_calibration_samples, verbose=verbose)
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto)
+    session = _session(data, num_threads=None)
+    record = dict(record, mode="int8", quantization=dict(QDQ_SETTINGS, calibration_images=count),
+                  ops=sorted({node.op_type for node in proto.graph.node}), verification=None)
+    if verify:
+        # Random noise says little of an int8 model's accuracy; a calibration image is in its range. The bound on
+        # accuracy is the parity harness' (`kerasseg.export.parity.MIOU_BOUNDS["onnx-int8"]`).
+        from kerasseg.export.tflite import calibration_samples
+
+        x = next(calibration_samples(representative_data, 1, shape, False))[0]
+        expected = np.asarray(serve(tf.constant(x))[record["output"]])
+        got = session.run(None, {record["input_name"]: x})[0]
+        if record["output"] == "labels":
+            agreement = float(np.mean(got == expected))
+        else:
+            agreement = float(np.mean(np.argmax(got, -1) == np.argmax(expected, -1)))
+        if agreement < INT8_MIN_AGREEMENT:
+            raise ONNXMismatchError(f"Expected the int8 ONNX model's argmax to agree with Keras on at least "
+                                    f"{100 * INT8_MIN_AGREEMENT:.0f} % of a calibration image's pixels. Received: "
+                                    f"{100 * agreement:.2f} %", 1.0 - agreement)
+        record["verification"] = {"pixel_agreement": agreement, "image": "first calibration image"}
     return data, record
 
 
 def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", label_dtype: str = "int32",
-            host_upsample: bool = False, metadata: ModelMetadata | None = None, verify: bool = True) -> str:
+            host_upsample: bool = False, metadata: ModelMetadata | None = None, verify: bool = True,
+            mode: str = "fp32", representative_data=None, num_calibration_samples: int = 100,
+            verbose: bool = False) -> str:
     """Converts a Keras model to a ``.onnx`` file with tf2onnx and writes its metadata sidecar, both atomically.
 
     Args:
@@ -162,7 +212,13 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", 
         metadata: overrides ``model.kerasseg_metadata``.
         verify: run the converted model in onnxruntime on a random input and refuse it unless it matches Keras:
             99 % of the values within 1e-4 of the output's scale and 99 % of the argmax pixels equal (labels head:
-            99.9 % of the pixels equal).
+            99.9 % of the pixels equal). For ``mode="int8"`` the float model is checked so first, then the int8
+            model's argmax must agree with Keras on 90 % of the pixels of a calibration image.
+        mode: ``"fp32"`` or ``"int8"``: QDQ int8 (symmetric int8 activations, per-channel int8 weights) from
+            onnxruntime's static quantiser, for TensorRT-style consumers (see `kerasseg.export.onnx_quant`).
+        representative_data: for ``"int8"``, calibration images as `kerasseg.export.to_tflite` takes them.
+        num_calibration_samples: calibration images drawn.
+        verbose: calibration progress to stderr.
 
     Returns:
         ``path``.
@@ -178,7 +234,9 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", 
         raise ValueError(f"Expected a path ending in '.onnx'. Received: path={path!r}")
     meta = export_metadata(model, metadata)
     data, record = convert_to_onnx(model, opset, output=output, label_dtype=label_dtype,
-                                   host_upsample=host_upsample, verify=verify)
+                                   host_upsample=host_upsample, verify=verify, mode=mode,
+                                   representative_data=representative_data,
+                                   num_calibration_samples=num_calibration_samples, verbose=verbose)
     record["host_upsample"] = ({"method": "bilinear", "half_pixel_centers": True,
                                 "size": list(output_upsampling(model)[1])} if host_upsample else None)
     meta.extra["export"] = record

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -26,14 +27,22 @@ import time
 
 import numpy as np
 
-__all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "FILE_VARIANTS", "ParityRow", "ParityResult", "parity", "time_runs"]
+__all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "QUANT_VARIANTS", "FILE_VARIANTS", "ParityRow", "ParityResult",
+           "parity", "time_runs"]
 
 # Largest accepted |mIoU(variant) - mIoU(Keras)|, in mIoU points. Dynamic-range quantisation is post-training
 # quantisation of the weights only, held to the int8 bound.
-MIOU_BOUNDS = {"fp32": 0.01, "fp16": 0.1, "dynamic": 1.0, "int8": 1.0, "onnx": 0.01, "qat": 0.5}
+MIOU_BOUNDS = {"fp32": 0.01, "fp16": 0.1, "dynamic": 1.0, "int8": 1.0, "onnx": 0.01, "qat": 0.5,
+               # int16 activations have 256 times finer steps than int8: only the int8 weights lose accuracy.
+               "int16x8": 0.25, "int8-per-tensor": 1.0, "int8-float": 1.0, "onnx-int8": 1.0}
 # What full-integer post-training quantisation should reach; reported, not enforced.
 INT8_GOAL = 0.5
 VARIANTS = ("fp32", "fp16", "dynamic", "int8", "onnx")
+# Further quantised variants, not in the default set: int8 with per-tensor weights, int16 activations, the ONNX QDQ
+# int8 model, and ``"int8-float<N>"``, int8 with the N worst layers of the per-layer report kept in float
+# (`kerasseg.export.quant_report`; bound ``MIOU_BOUNDS["int8-float"]``).
+QUANT_VARIANTS = ("int8-per-tensor", "int16x8", "onnx-int8", "int8-float<N>")
+_FALLBACK = re.compile(r"int8-float(\d+)$")
 # Variants scored from files made elsewhere (``parity(..., files=...)``): the int8 model of quantisation-aware
 # training (`kerasseg.export.quantize_aware`, ``tools/qat.py``), held to its tighter bound on the loss only (its
 # fine-tune may also improve on the float model).
@@ -91,6 +100,8 @@ class ParityResult:
         num_threads: threads of the TFLite, ONNX and TensorFlow runtimes.
         qat_vs_int8: with both an ``"int8"`` and a ``"qat"`` row, `kerasseg.evaluation.paired_bootstrap` of the QAT
             file against the post-training one on the same images (mIoU points), else ``None``.
+        float_layers: with ``"int8-float<N>"`` rows, ``{"int8-float<N>": Keras layers kept in float}`` (worst
+            first, from the per-layer report), else ``None``.
     """
 
     rows: list
@@ -98,6 +109,7 @@ class ParityResult:
     class_names: list
     num_threads: int | None
     qat_vs_int8: dict | None = None
+    float_layers: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -120,7 +132,7 @@ class ParityResult:
 
         return {"ok": self.ok, "num_images": self.num_images, "class_names": self.class_names,
                 "num_threads": self.num_threads, "bounds": MIOU_BOUNDS, "int8_goal": INT8_GOAL,
-                "qat_vs_int8": self.qat_vs_int8,
+                "qat_vs_int8": self.qat_vs_int8, "float_layers": self.float_layers,
                 "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in self.rows]}
 
     def to_json(self) -> str:
@@ -162,6 +174,8 @@ class ParityResult:
             out.append(f"QAT - PTQ int8: {b['difference']:+.3f} points, {100 * b['confidence']:.0f} % interval "
                        f"[{b['low']:+.2f}, {b['high']:+.2f}] (QAT higher in {100 * b['prob_a_better']:.0f} % of "
                        f"resamples)")
+        for variant, layers in (self.float_layers or {}).items():
+            out.append(f"{variant}: kept in float {', '.join(layers) or 'nothing'}")
         out.append("")
         out.append("per-class IoU (Keras, %) and differences (points):")
         names = [r.name for r in self.rows[1:]]
@@ -212,8 +226,10 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     Args:
         model: the Keras model (one logits output).
         eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, int labels)``, batched or not.
-        variants: any of ``"fp32"``, ``"fp16"``, ``"dynamic"``, ``"int8"`` (TFLite modes) and ``"onnx"``.
-        representative_data: calibration images for ``"int8"`` (see `kerasseg.export.to_tflite`).
+        variants: any of ``"fp32"``, ``"fp16"``, ``"dynamic"``, ``"int8"`` (TFLite modes) and ``"onnx"``, and of
+            `QUANT_VARIANTS`: ``"int8-per-tensor"``, ``"int16x8"``, ``"onnx-int8"`` (QDQ) and ``"int8-float<N>"``
+            (int8 with the N worst layers of one per-layer report in float, e.g. ``"int8-float2"``).
+        representative_data: calibration images for the integer variants (see `kerasseg.export.to_tflite`).
         num_calibration_samples: number of calibration images.
         output_dir: keep the exported files (``{model name}_{variant}.tflite`` / ``.onnx`` and sidecars) here;
             a temporary folder, removed afterwards, when ``None``.
@@ -246,9 +262,9 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     from kerasseg.export.tflite import TFLiteModel, export_metadata, to_tflite
 
     variants = list(variants)
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in VARIANTS + QUANT_VARIANTS[:-1] and not _FALLBACK.match(str(v))]
     if unknown or len(set(variants)) != len(variants) or not (variants or files):
-        raise ValueError(f"Expected variants to be distinct names from {list(VARIANTS)}. "
+        raise ValueError(f"Expected variants to be distinct names from {list(VARIANTS + QUANT_VARIANTS)}. "
                          f"Received: variants={variants!r}")
     files = dict(files or {})
     for variant, path in files.items():
@@ -261,9 +277,10 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
         raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
     if not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"Expected latency_runs to be a non-negative integer. Received: latency_runs={latency_runs!r}")
-    if "int8" in variants and representative_data is None:
-        raise ValueError("Expected representative_data (calibration images) for the 'int8' variant. "
-                         "Received: representative_data=None")
+    calibrated = [v for v in variants if v not in ("fp32", "fp16", "dynamic", "onnx")]
+    if calibrated and representative_data is None:
+        raise ValueError(f"Expected representative_data (calibration images) for the {calibrated} variants. "
+                         f"Received: representative_data=None")
     meta = export_metadata(model, metadata)
     num_classes, ignore_label = meta.num_classes, meta.ignore_label
     class_names = list(meta.class_names) if meta.class_names else [str(c) for c in range(num_classes)]
@@ -274,18 +291,38 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     os.makedirs(folder, exist_ok=True)
     try:
         runners, paths = {}, {}
+        calibration = dict(representative_data=representative_data, num_calibration_samples=num_calibration_samples)
+        worst = float_layers = None
+        if any(_FALLBACK.match(v) for v in variants):
+            from kerasseg.export.quant_report import quant_report
+
+            log("ranking the layers by their int8 error (QuantizationDebugger)")
+            worst = quant_report(model, io_dtype=io_dtype, host_upsample=host_upsample, **calibration).layers
+            float_layers = {}
+            too_many = [v for v in variants if _FALLBACK.match(v) and int(_FALLBACK.match(v).group(1)) > len(worst)]
+            if too_many:
+                raise ValueError(f"Expected at most {len(worst)} float layers (the quantised operators of model "
+                                 f"{model.name!r}). Received: variants {too_many}")
         for variant in variants:
-            if variant == "onnx":
-                path = os.path.join(folder, f"{model.name}.onnx")
+            if variant in ("onnx", "onnx-int8"):
+                path = os.path.join(folder, f"{model.name}{variant[4:]}.onnx")
                 log(f"exporting {variant} -> {path}")
-                to_onnx(model, path, opset, host_upsample=host_upsample, metadata=meta)
+                to_onnx(model, path, opset, host_upsample=host_upsample, metadata=meta,
+                        mode="int8" if variant == "onnx-int8" else "fp32", verbose=verbose,
+                        **(calibration if variant == "onnx-int8" else {}))
                 runners[variant] = ONNXModel(path, num_threads=num_threads)
             else:
                 path = os.path.join(folder, f"{model.name}_{variant}.tflite")
                 log(f"exporting {variant} -> {path}")
-                to_tflite(model, path, variant, representative_data=representative_data,
-                          num_calibration_samples=num_calibration_samples, metadata=meta, io_dtype=io_dtype,
-                          host_upsample=host_upsample, verbose=verbose)
+                options = {"mode": variant}
+                if variant == "int8-per-tensor":
+                    options = {"mode": "int8", "per_channel": False}
+                elif _FALLBACK.match(variant):
+                    kept = worst[:int(_FALLBACK.match(variant).group(1))]
+                    float_layers[variant] = [",".join(e.layers) or e.tensor for e in kept]
+                    options = {"mode": "int8", "float_layers": [e.tensor for e in kept]}
+                to_tflite(model, path, metadata=meta, io_dtype=io_dtype, host_upsample=host_upsample, verbose=verbose,
+                          **calibration, **options)
                 runners[variant] = TFLiteModel(path, num_threads=num_threads)
             paths[variant] = path
         for variant, path in files.items():
@@ -373,8 +410,8 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                                       1.0, 0.0, keras_size, *latency[n], None, None))
                 continue
             miou_delta = 100.0 * (scores["miou"] - keras_scores["miou"])
-            bound = MIOU_BOUNDS[n]
-            name = {"onnx": "onnx", "qat": "tflite-int8-qat"}.get(n, f"tflite-{n}")
+            bound = MIOU_BOUNDS["int8-float" if _FALLBACK.match(n) else n]
+            name = {"onnx": "onnx", "onnx-int8": "onnx-int8", "qat": "tflite-int8-qat"}.get(n, f"tflite-{n}")
             # A quantisation-aware file comes from a fine-tuned copy of the model: it may score better than the float
             # model it started from, and only a loss counts against its bound.
             within = miou_delta >= -bound if n in FILE_VARIANTS else abs(miou_delta) <= bound
@@ -384,7 +421,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                                   *latency[n], bound, bool(within),
                                   None if interval is None else [interval["low"], interval["high"]]))
         qat_vs_int8 = boot("qat", "int8") if "qat" in names and "int8" in names else None
-        return ParityResult(rows, done, class_names, num_threads, qat_vs_int8)
+        return ParityResult(rows, done, class_names, num_threads, qat_vs_int8, float_layers)
     finally:
         if output_dir is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,4 +1,8 @@
-"""TFLite export: float32, float16, dynamic-range and full-integer int8 models for edge GPUs and NPUs.
+"""TFLite export: float32, float16, dynamic-range, full-integer int8 and int16x8 models for edge GPUs and NPUs.
+
+When int8 loses too much, ``mode="int16x8"`` (int16 activations), ``per_channel=False`` (per-tensor weights, for NPUs
+that need them) and ``float_layers`` (int8 with the worst layers of `kerasseg.export.quant_report` kept in float,
+no longer fully integer) are the lighter remedies; docs/quantization.md has the figures.
 
 Every conversion starts from a static batch-1 ``tf.function`` around the Keras model. With a dynamic batch the
 converter rewrites dilated convolutions as SPACE_TO_BATCH_ND / CONV_2D / BATCH_TO_SPACE_ND and gives transposed
@@ -49,6 +53,8 @@ __all__ = [
     "output_upsampling",
     "to_tflite",
     "convert_to_tflite",
+    "tflite_converter",
+    "calibration_samples",
     "tflite_ops",
     "custom_ops",
     "float_tensors",
@@ -61,7 +67,9 @@ __all__ = [
     "export_verified",
 ]
 
-MODES = ("fp32", "fp16", "dynamic", "int8")
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+# Full-integer modes: calibrated activations, integer input and output.
+INTEGER_MODES = ("int8", "int16x8")
 OUTPUT_HEADS = ("logits", "probabilities", "labels")
 IO_DTYPES = ("int8", "uint8")
 LABEL_DTYPES = ("int32", "uint8")
@@ -235,8 +243,15 @@ def _static_input_shape(model) -> tuple[int, int, int]:
     return tuple(int(d) for d in shape)
 
 
-def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: bool):
-    """Yields ``[image (1, H, W, C) float32]`` lists for the converter, ``count`` single images at most."""
+def calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: bool = False):
+    """Yields ``[image (1, H, W, C) float32]`` lists for a calibrating converter, ``count`` single images at most.
+
+    Args:
+        data: ``representative_data`` as `to_tflite` takes it.
+        count: number of single images to draw.
+        shape: the model input ``(H, W, C)``; other image sizes are resized bilinearly.
+        verbose: print the progress to stderr.
+    """
     import tensorflow as tf
 
     height, width, channels = shape
@@ -280,6 +295,9 @@ def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose:
     if verbose and done < count:
         print(f"calibrated on {done} images only: representative_data ran out before "
               f"num_calibration_samples={count}", file=sys.stderr)
+
+
+_calibration_samples = calibration_samples  # the name kerasseg.export.qat imports
 
 
 def _output_layer(model):
@@ -384,18 +402,29 @@ def _converter_error():
     return ConverterError
 
 
-def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
-                      output: str = "logits", io_dtype: str = "int8", label_dtype: str = "int32",
-                      host_upsample: bool = False, target: str | None = None, verbose: bool = True) -> bytes:
-    """Converts a Keras model to a TFLite flatbuffer in memory (see `to_tflite` for the arguments).
+def _check_quantization_options(mode: str, io_dtype: str, per_channel) -> None:
+    if not isinstance(per_channel, bool):
+        raise ValueError(f"Expected per_channel to be True or False. Received: per_channel={per_channel!r}")
+    if not per_channel and mode != "int8":
+        # int16x8 is specified with per-channel symmetric weights, and the float modes have no weight scale at all.
+        raise ValueError(f"Expected per_channel=False only with mode='int8' (per-tensor int8 weights); mode "
+                         f"{mode!r} needs per-channel weights. Received: mode={mode!r}, per_channel=False")
+    if mode == "int16x8" and io_dtype != "int8":
+        raise ValueError(f"Expected io_dtype='int8' (the default) with mode='int16x8', whose input and output are "
+                         f"int16. Received: io_dtype={io_dtype!r}")
 
-    Returns:
-        The flatbuffer bytes.
+
+def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
+                     output: str = "logits", io_dtype: str = "int8", label_dtype: str = "int32",
+                     host_upsample: bool = False, per_channel: bool = True, verbose: bool = True):
+    """The `tf.lite.TFLiteConverter` of an export, configured but not run (see `to_tflite` for the arguments).
+
+    `convert_to_tflite` runs it; tools that drive a converter themselves, such as TFLite's
+    ``tf.lite.experimental.QuantizationDebugger`` (`kerasseg.export.quant_report`), take it from here so that they
+    quantise exactly what an export would. Its representative dataset can be drawn once.
 
     Raises:
-        ValueError: invalid arguments, missing calibration data for int8, or a converted model that contains Flex /
-            custom operators (or, for int8, float tensors).
-        EdgeCompatibilityError: (a ``ValueError``) the model fails the rules of ``target``.
+        ValueError: invalid arguments or missing calibration data.
     """
     import tensorflow as tf
 
@@ -404,16 +433,14 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     mode = _check_choice("mode", mode, MODES)
     output = _check_choice("output", output, OUTPUT_HEADS)
     io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
-    if target is not None:
-        from kerasseg.export.check import TARGETS
-
-        target = _check_choice("target", target, TARGETS)
+    _check_quantization_options(mode, io_dtype, per_channel)
     shape = _static_input_shape(model)
     exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
-    if mode == "int8":
+    if mode in INTEGER_MODES:
         if representative_data is None:
-            raise ValueError("Expected representative_data (normalised float images) for mode='int8': full-integer "
-                             "quantisation calibrates activation ranges on them. Received: representative_data=None")
+            raise ValueError(f"Expected representative_data (normalised float images) for mode={mode!r}: "
+                             f"full-integer quantisation calibrates activation ranges on them. "
+                             f"Received: representative_data=None")
         if (not isinstance(num_calibration_samples, (int, np.integer)) or isinstance(num_calibration_samples, bool)
                 or num_calibration_samples < 1):
             raise ValueError(f"Expected num_calibration_samples to be a positive integer. "
@@ -428,33 +455,80 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     # Never SELECT_TF_OPS (which Keras' own model.export(format="litert") enables): the car has no Flex runtime.
     # A full-integer model traces the unpooling layers' integer formulation: the float one selects with SELECT_V2,
     # which the GPU delegate accepts between float tensors only (see kerasseg.layers.unpooling).
-    with integer_unpooling(mode == "int8"):
+    with integer_unpooling(mode in INTEGER_MODES):
         concrete = serve.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], exported)
     # The SavedModel round trip keeps Keras 3 variables as VAR_HANDLE / READ_VARIABLE resources instead of folding
     # them into constants; freezing the concrete function directly does fold them.
     converter.experimental_lower_to_saved_model = False
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if mode in ("fp16", "dynamic", "int8"):
+    if mode != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
-    if mode == "int8":
-        samples = _calibration_samples(representative_data, int(num_calibration_samples), shape, verbose)
+    if mode in INTEGER_MODES:
+        samples = calibration_samples(representative_data, int(num_calibration_samples), shape, verbose)
         first = next(samples, None)
         if first is None:
             raise ValueError("Expected representative_data to yield at least one image. Received: an empty "
                              "iterable")
         converter.representative_dataset = lambda: itertools.chain([first], samples)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
+        if mode == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
+        else:
+            # Without TFLITE_BUILTINS beside it an operator lacking a 16x8 kernel fails the conversion instead of
+            # silently staying float.
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            converter.inference_input_type = tf.int16
         if output != "labels":  # the label head is an integer ARG_MAX output, never quantised
             converter.inference_output_type = converter.inference_input_type
+        # The converter has no public switch for per-tensor weights; QuantizationDebugger reads the same attribute.
+        converter._experimental_disable_per_channel = not per_channel
+    return converter
+
+
+def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
+                      output: str = "logits", io_dtype: str = "int8", label_dtype: str = "int32",
+                      host_upsample: bool = False, per_channel: bool = True, float_layers=None, float_ops=None,
+                      target: str | None = None, verbose: bool = True) -> bytes:
+    """Converts a Keras model to a TFLite flatbuffer in memory (see `to_tflite` for the arguments).
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        ValueError: invalid arguments, missing calibration data for int8 / int16x8, unknown ``float_layers`` /
+            ``float_ops``, or a converted model that contains Flex / custom operators (or, for int8 / int16x8
+            without float layers, float tensors).
+        EdgeCompatibilityError: (a ``ValueError``) the model fails the rules of ``target``.
+    """
+    if target is not None:
+        from kerasseg.export.check import TARGETS
+
+        target = _check_choice("target", target, TARGETS)
+    converter = tflite_converter(model, mode, representative_data=representative_data,
+                                 num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
+                                 label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
+                                 verbose=verbose)
+    fallback = float_layers is not None or float_ops is not None
+    if fallback:
+        if mode != "int8":
+            raise ValueError(f"Expected float_layers / float_ops only with mode='int8'. Received: mode={mode!r}")
+        from kerasseg.export.quant_report import exported_layer, quantize_with_float_layers
+
+        convert = lambda: quantize_with_float_layers(  # noqa: E731
+            converter, float_layers, float_ops, model_name=model.name,
+            layer_names=[layer.name for layer in model.layers],
+            output_layer=exported_layer(model, output, host_upsample), num_samples=int(num_calibration_samples))
+    else:
+        convert = converter.convert
     try:
         with warnings.catch_warnings():
             # Emitted for every int8-input conversion: the statistics it asks for belong to the TF1 converter API.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-            data = converter.convert()
+            data = convert()
     except _converter_error() as e:
         # Only builtin operators are allowed, so an operator outside that set fails here rather than as a Flex op.
         raise ValueError(f"Expected model {model.name!r} to convert to TFLite builtin operators (mode={mode!r}, "
@@ -465,10 +539,10 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
         raise ValueError(f"Expected a model of TFLite builtin operators only. Received: model {model.name!r} "
                          f"converts (mode={mode!r}) with non-builtin operators {non_builtin}, which edge runtimes "
                          f"cannot run")
-    if mode == "int8":
+    if mode in INTEGER_MODES and not fallback:
         floats = float_tensors(data)
         if floats:
-            raise ValueError(f"Expected a fully integer model for mode='int8'. Received: {len(floats)} float "
+            raise ValueError(f"Expected a fully integer model for mode={mode!r}. Received: {len(floats)} float "
                              f"tensors left in model {model.name!r}, e.g. {floats[:5]}")
     if target is not None:
         from kerasseg.export.check import EdgeCompatibilityError, check
@@ -500,17 +574,18 @@ def export_metadata(model, metadata: ModelMetadata | None = None) -> ModelMetada
 
 def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
               output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str = "int8",
-              label_dtype: str = "int32", host_upsample: bool = False, target: str | None = None,
-              verbose: bool = True) -> str:
+              label_dtype: str = "int32", host_upsample: bool = False, per_channel: bool = True,
+              float_layers=None, float_ops=None, target: str | None = None, verbose: bool = True) -> str:
     """Converts a Keras model to a ``.tflite`` file and writes its metadata sidecar, both atomically.
 
     Args:
         model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output.
         path: destination ``.tflite`` file; the sidecar goes to ``os.path.splitext(path)[0] + ".json"``.
-        mode: ``"fp32"``, ``"fp16"`` (float16 weights), ``"dynamic"`` (int8 weights, float activations) or
-            ``"int8"`` (full-integer: weights, activations, input and output).
-        representative_data: for ``"int8"``, an iterable or ``tf.data.Dataset`` of normalised float32 images
-            ``(H, W, C)``, batches ``(B, H, W, C)`` or ``(images, labels)`` tuples, typically the training split of
+        mode: ``"fp32"``, ``"fp16"`` (float16 weights), ``"dynamic"`` (int8 weights, float activations),
+            ``"int8"`` (full-integer: weights, activations, input and output) or ``"int16x8"`` (int16 activations,
+            input and output, int8 weights: TFLite's ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``).
+        representative_data: for ``"int8"`` / ``"int16x8"``, an iterable or ``tf.data.Dataset`` of normalised
+            float32 images ``(H, W, C)``, batches ``(B, H, W, C)`` or ``(images, labels)`` tuples, typically the training split of
             the user's own pipeline (`kerasseg.data.load_dataset`). Images of another size are resized bilinearly to
             the model input.
         num_calibration_samples: number of single images drawn from ``representative_data``.
@@ -518,6 +593,13 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
             a label map of ``label_dtype``; see `with_head`).
         metadata: overrides ``model.kerasseg_metadata``; without either, ImageNet normalisation is recorded.
         io_dtype: int8 mode only: ``"int8"`` or ``"uint8"`` input and output tensors.
+        per_channel: int8 mode: ``False`` quantises each weight tensor with one scale (per-tensor), for NPUs that
+            require it; ``True`` (default) one scale per output channel.
+        float_layers: int8 mode: keep layers in float, either the ``N`` worst of the per-layer report
+            (`kerasseg.export.quant_report`) or a list of Keras layer names / TFLite tensor names. The model is then
+            no longer fully integer (float input and output, QUANTIZE / DEQUANTIZE around the kept layers); the
+            sidecar records ``fully_integer: false`` and the ``npu`` target refuses it.
+        float_ops: int8 mode: TFLite operator names kept in float wherever they occur (e.g. ``["RESIZE_BILINEAR"]``).
         label_dtype: ``"int32"`` or ``"uint8"``: the label map type of the ``"labels"`` head.
         host_upsample: export the logits at the model's reduced resolution, without its final bilinear resize; the
             sidecar records the resize (``extra["export"]["host_upsample"]``) for the host to apply.
@@ -540,7 +622,8 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
     meta = export_metadata(model, metadata)
     data = convert_to_tflite(model, mode, representative_data=representative_data,
                              num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
-                             label_dtype=label_dtype, host_upsample=host_upsample, target=target, verbose=verbose)
+                             label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
+                             float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose)
     details = io_details(data)
     upsampling = None
     if host_upsample:
@@ -558,6 +641,14 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         "host_upsample": upsampling,
         "target": target,
     }
+    if mode in INTEGER_MODES:
+        floats = float_tensors(data)
+        if isinstance(float_layers, (int, np.integer)):
+            float_layers = int(float_layers)
+        elif float_layers is not None:
+            float_layers = list(float_layers)
+        meta.extra["export"].update(per_channel=per_channel, fully_integer=not floats, float_layers=float_layers,
+                                    float_ops=None if float_ops is None else list(float_ops), float_tensors=floats)
     # Both temporary files are complete before either is renamed; the sidecar lands first so that a model file is
     # never newer than its description.
     with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
@@ -661,6 +752,7 @@ class AccuracyDropError(RuntimeError):
 def export_verified(model, path, mode: str = "fp32", *, eval_data, representative_data=None,
                     num_calibration_samples: int = 100, output: str = "logits", metadata: ModelMetadata | None = None,
                     io_dtype: str = "int8", label_dtype: str = "int32", host_upsample: bool = False,
+                    per_channel: bool = True, float_layers=None, float_ops=None,
                     target: str | None = None, max_miou_drop: float | None = None, force: bool = False,
                     max_eval_images: int | None = None, num_threads: int | None = None,
                     verbose: bool = True) -> dict:
@@ -672,7 +764,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
 
     Args:
         model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, label_dtype,
-            host_upsample, target, verbose: see `to_tflite`.
+            host_upsample, per_channel, float_layers, float_ops, target, verbose: see `to_tflite`.
         eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, labels)``, batched or not.
         max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point); ``None`` takes
             the mode's bound from `kerasseg.export.parity.MIOU_BOUNDS` (fp32 0.01, fp16 0.1, dynamic and int8 1.0).
@@ -713,8 +805,8 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         tmp_path = os.path.join(tmp_dir, os.path.basename(path))
         to_tflite(model, tmp_path, mode, representative_data=representative_data,
                   num_calibration_samples=num_calibration_samples, output=output, metadata=meta,
-                  io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, target=target,
-                  verbose=verbose)
+                  io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
+                  float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose)
         report = compare_keras_tflite(model, tmp_path, eval_data, meta.num_classes, meta.ignore_label,
                                       max_images=max_eval_images, num_threads=num_threads)
         report.update(path=path, mode=mode, tflite_bytes=os.path.getsize(tmp_path),
