@@ -88,6 +88,17 @@ def test_crf_bad_input_gets_clear_typed_errors(monkeypatch):
     assert issubclass(DenseCRFMissingError, ImportError)
 
 
+def test_kerasseg_and_the_crf_flags_work_without_the_extra():
+    import subprocess
+
+    code = ("import argparse, sys; sys.modules['pydensecrf'] = None; import kerasseg, kerasseg.evaluation as ev; "
+            "p = argparse.ArgumentParser(); ev.add_crf_arguments(p); "
+            "assert ev.crf_from_arguments(p.parse_args([])) is None; "
+            "print('ok', 'pydensecrf' in sys.modules and sys.modules['pydensecrf'] is not None)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["ok", "False"], proc.stderr[-2000:]
+
+
 def test_boundary_band_marks_pixels_near_label_edges_only():
     labels = np.zeros((8, 10), np.int32)
     labels[:, 5:] = 1

@@ -88,7 +88,8 @@ def _check_frame(frame, size) -> np.ndarray:
     if tuple(array.shape[:2]) != tuple(size):
         raise ValueError(f"Expected a frame of the same height and width as the probabilities {tuple(size)}. "
                          f"Received: frame of shape {array.shape}")
-    return np.ascontiguousarray(array)
+    # The binding's typed memoryviews refuse read-only buffers (e.g. np.asarray of a PIL image).
+    return np.require(array, requirements=["C", "W"])
 
 
 @dataclasses.dataclass(frozen=True)
