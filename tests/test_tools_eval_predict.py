@@ -234,3 +234,19 @@ def test_crf_flags_errors_and_missing_extra(workspace, tmp_path, capsys, monkeyp
     image = workspace["data"] / "images" / "val" / "val_0.png"
     assert predict_tool.main([str(workspace["model"]), str(image), "--output-dir", str(tmp_path), "--crf"]) == 2
     assert "pip install 'kerasseg[crf]'" in capsys.readouterr().err
+
+
+def test_crf_benchmark_tool_prints_the_comparison_and_the_grid(workspace, capsys):
+    import re
+
+    tool = _import_tool("crf_benchmark")
+    assert tool.main(["--data-dir", str(workspace["data"]), "--dataset", "folder", "--model", str(workspace["model"]),
+                      "--boundary-width", "1", "--crf-iterations", "1", "--grid-w1", "0", "4",
+                      "--grid-theta-alpha", "121"]) == 0
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^\| {name} +\|", out, re.M) for name in CLASS_NAMES)
+    means = re.search(r"^\| mean +\| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\*", out,
+                      re.M).groups()
+    # The grid's point at the default parameters is the same evaluation as the comparison's CRF column.
+    assert re.search(rf"^\| 4 \| 121 \| {re.escape(means[1])} \| {re.escape(means[3])} \|$", out, re.M), out
+    assert re.search(r"^\| 0 \| 121 \| [\d.]+ \| [\d.]+ \|$", out, re.M) and "3 frames" in out
