@@ -157,7 +157,10 @@ def test_evaluate_refines_every_output_head_through_the_one_scoring_loop(output)
     crf = DenseCRF(iterations=5)
     plain = evaluate(net, data, num_classes=2, output=output, boundary_width=3)
     refined = evaluate(net, data, num_classes=2, output=output, boundary_width=3,
-                       refine=crf.for_normalized_images(MEAN, STD))
+                       refine=crf.for_normalized_images(MEAN, STD), per_image=True)
+    assert plain.image_confusion is None and refined.image_confusion.shape == (3, 2, 2)
+    np.testing.assert_array_equal(refined.image_confusion.sum(0), refined.confusion)
+    np.testing.assert_array_equal(refined.image_boundary_confusion.sum(0), refined.boundary_confusion)
     assert refined.settings["refine"] == crf.settings() and refined.settings["boundary_width"] == 3
     assert "refine" not in plain.settings
     band_pixels = sum(int(((band_labels(l, 3, 2) != 255)).sum()) for _, l in data)

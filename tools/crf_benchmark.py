@@ -10,7 +10,8 @@ Example (the figures of docs/crf.md)::
 ``--model`` is a shipped model's name (`kerasseg.list_pretrained`) or a ``.keras``, ``.tflite`` or ``.onnx`` file
 (the exported ones with their metadata sidecar); every frame is scored through `kerasseg.evaluation.evaluate`, once
 without and once with the CRF (``--crf-*`` flags, DeepLab's defaults), and the pixels within ``--boundary-width`` of
-a label edge are scored separately (trimap). Prints a per-class IoU table, the means, and seconds per frame. With
+a label edge are scored separately (trimap). Prints a per-class IoU table, the means with a paired-bootstrap
+interval of the differences (`kerasseg.evaluation.paired_bootstrap`), and seconds per frame. With
 ``--grid-w1`` / ``--grid-theta-alpha`` it also prints mIoU and boundary mIoU for every (w1, θα) pair, the other
 parameters as given.
 """
@@ -80,6 +81,8 @@ def _pct(value) -> str:
 
 
 def comparison_table(plain, refined, cpu_seconds) -> str:
+    from kerasseg.evaluation import paired_bootstrap
+
     """Per-class IoU and boundary IoU (percent) without and with the CRF, then the means and seconds per frame
     (wall time, and the process's CPU time, which a busy machine disturbs less)."""
     names = plain.class_names
@@ -96,6 +99,13 @@ def comparison_table(plain, refined, cpu_seconds) -> str:
     cpu = [c / n for c in cpu_seconds]
     lines.append("")
     lines.append(f"{n} frames; pixel accuracy {_pct(plain.pixel_accuracy)} -> {_pct(refined.pixel_accuracy)}")
+    if n >= 2:
+        for what, a, b in (("mIoU", refined.image_confusion, plain.image_confusion),
+                           ("boundary mIoU", refined.image_boundary_confusion, plain.image_boundary_confusion)):
+            boot = paired_bootstrap(a, b)
+            lines.append(f"{what} with CRF minus without: {boot['difference']:+.2f} points, 95 % interval "
+                         f"[{boot['low']:+.2f}, {boot['high']:+.2f}] (paired bootstrap over frames), CRF better in "
+                         f"{100 * boot['prob_a_better']:.1f} % of resamples")
     lines.append(f"seconds per frame, wall: {wall[0]:.3f} network, {wall[1]:.3f} network + CRF "
                  f"({wall[1] - wall[0]:.3f} CRF); CPU: {cpu[0]:.3f} network, {cpu[1]:.3f} network + CRF "
                  f"({cpu[1] - cpu[0]:.3f} CRF)")
@@ -127,7 +137,8 @@ def run(args) -> int:
         start = time.process_time()
         result = evaluate(predict_fn, dataset, num_classes=classes.num_classes, ignore_label=classes.ignore_label,
                           class_names=metadata.class_names or list(classes.names), output=output,
-                          max_images=args.max_images, boundary_width=args.boundary_width, refine=refine)
+                          max_images=args.max_images, boundary_width=args.boundary_width, refine=refine,
+                          per_image=True)
         return result, time.process_time() - start
 
     print(f"model {args.model}, {args.dataset} {args.split}, boundary band {args.boundary_width} px, "

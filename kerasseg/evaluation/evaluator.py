@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from kerasseg.evaluation.boundary import band_labels
-from kerasseg.evaluation.confusion import ConfusionMatrix, scores_from_confusion
+from kerasseg.evaluation.confusion import ConfusionMatrix, image_confusions, scores_from_confusion
 from kerasseg.evaluation.inference import DEFAULT_SCALES, MODES, _input_size, _pair, predict_logits
 from kerasseg.evaluation.progress import progress_bar
 
@@ -42,6 +42,9 @@ class EvaluationResult:
         seconds: wall time of the evaluation.
         boundary_confusion: ``(C, C)`` counts of the pixels near label edges only (see
             `kerasseg.evaluation.boundary`), or ``None``; its scores are ``boundary_scores``.
+        image_confusion: ``(num_images, C, C)`` per-image matrices (``evaluate(per_image=True)``) for
+            `kerasseg.evaluation.paired_bootstrap`, or ``None``; not written to JSON.
+        image_boundary_confusion: the same for the boundary band, or ``None``.
 
     The scores (`scores_from_confusion`) are available as attributes: ``miou``, ``iou`` (per class, NaN for a class
     absent from labels and predictions), ``pixel_accuracy``, ``mean_accuracy``, ``accuracy`` (per class),
@@ -55,6 +58,8 @@ class EvaluationResult:
     settings: dict = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     boundary_confusion: np.ndarray | None = None
+    image_confusion: np.ndarray | None = None
+    image_boundary_confusion: np.ndarray | None = None
 
     def __post_init__(self):
         self.confusion = np.asarray(self.confusion, np.int64)
@@ -201,7 +206,7 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
              scales: Sequence[float] = DEFAULT_SCALES, flip: bool | None = None, stride=None,
              output: str = "logits", batch_size: int = 1, max_images: int | None = None,
              progress: bool = False, refine: Callable | None = None,
-             boundary_width: int | None = None) -> EvaluationResult:
+             boundary_width: int | None = None, per_image: bool = False) -> EvaluationResult:
     """Predicts every image of ``data`` at its own size and scores the predictions against the labels.
 
     Args:
@@ -221,6 +226,8 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
             (`kerasseg.evaluation.crf`). Its ``settings()``, if any, are recorded under ``settings["refine"]``.
         boundary_width: also score the pixels within this many pixels of a label edge
             (`kerasseg.evaluation.boundary`; ``boundary_confusion`` and ``boundary_miou`` of the result).
+        per_image: also keep each image's confusion matrices (``image_confusion``, and
+            ``image_boundary_confusion`` with ``boundary_width``), e.g. for `kerasseg.evaluation.paired_bootstrap`.
 
     Returns:
         An `EvaluationResult` (confusion matrix, mIoU, per-class IoU, accuracies, Dice...).
@@ -251,6 +258,7 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
                   num_classes=num_classes, output=output, batch_size=batch_size, probabilities=refine is not None)
     confusion = ConfusionMatrix(num_classes, ignore_label)
     boundary = None if boundary_width is None else ConfusionMatrix(num_classes, ignore_label)
+    images, boundary_images = [], []
     total = None
     if hasattr(data, "__len__"):
         try:
@@ -268,8 +276,14 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
                 scores = refine(scores, image)
             prediction = np.argmax(scores, axis=-1)
             confusion.update(label, prediction)
+            if per_image:
+                images.append(image_confusions(label[None], prediction[None], num_classes, ignore_label)[0])
             if boundary is not None:
-                boundary.update(band_labels(label, int(boundary_width), num_classes, ignore_label), prediction)
+                band = band_labels(label, int(boundary_width), num_classes, ignore_label)
+                boundary.update(band, prediction)
+                if per_image:
+                    boundary_images.append(image_confusions(band[None], prediction[None], num_classes,
+                                                            ignore_label)[0])
             count += 1
             bar.update(1)
             if max_images is not None and count >= max_images:
@@ -289,4 +303,6 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
         settings["boundary_width"] = int(boundary_width)
     return EvaluationResult(confusion=confusion.matrix.copy(), class_names=list(class_names) if class_names else None,
                             ignore_label=ignore_label, num_images=count, settings=settings, seconds=seconds,
-                            boundary_confusion=None if boundary is None else boundary.matrix.copy())
+                            boundary_confusion=None if boundary is None else boundary.matrix.copy(),
+                            image_confusion=np.stack(images) if per_image else None,
+                            image_boundary_confusion=np.stack(boundary_images) if boundary_images else None)
