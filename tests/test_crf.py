@@ -184,6 +184,8 @@ def test_evaluate_rejects_bad_refine_and_boundary_arguments():
         evaluate(ShiftedEdgeNet("logits"), data, num_classes=2, refine=3)
     with pytest.raises(ValueError, match="boundary_width=-2"):
         evaluate(ShiftedEdgeNet("logits"), data, num_classes=2, boundary_width=-2)
+    with pytest.raises(ValueError, match="per_image='yes'"):
+        evaluate(ShiftedEdgeNet("logits"), data, num_classes=2, per_image="yes")
     with pytest.raises(TypeError, match="Expected a DenseCRF"):
         from kerasseg.evaluation import NormalizedImageCRF
 

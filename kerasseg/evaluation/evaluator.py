@@ -247,6 +247,8 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
         raise ValueError(f"Expected mode to be one of {MODES}. Received: mode={mode!r}")
     if refine is not None and not callable(refine):
         raise ValueError(f"Expected refine to be callable as refine(probabilities, image). Received: refine={refine!r}")
+    if not isinstance(per_image, bool):
+        raise ValueError(f"Expected per_image to be True or False. Received: per_image={per_image!r}")
     if boundary_width is not None and (isinstance(boundary_width, bool) or int(boundary_width) != boundary_width
                                        or boundary_width < 0):
         raise ValueError(f"Expected boundary_width to be a non-negative integer or None. Received: "
