@@ -11,8 +11,8 @@ network's probabilities. Mean-field inference runs a fixed number of iterations,
 filtering pass, so a frame costs O(pixels × classes) per iteration.
 
 Chen et al. (DeepLab v1, ICLR 2015; v2, TPAMI 2018) fix the smoothness kernel at w2 = 3, θγ = 3 and search the
-appearance kernel on held-out images (w1 in 3..6, θα in 30..100, θβ in 3..6); the defaults here are the setting
-released with DeepLab-CRF-LargeFOV for PASCAL VOC (w1 = 4, θα = 121, θβ = 5, w2 = 3, θγ = 3, 10 iterations).
+appearance kernel on held-out images; the defaults here are the setting released with DeepLab-CRF-LargeFOV for
+PASCAL VOC (w1 = 4, θα = 121, θβ = 5, w2 = 3, θγ = 3, 10 iterations).
 docs/crf.md measures them and a grid around them on CamVid.
 
 The inference is the authors' C++ code through ``pydensecrf2`` (a maintained build of Beyer's ``pydensecrf``
