@@ -223,6 +223,7 @@ def add_crf_arguments(parser) -> None:
     for flag, field, text in _FLAGS:
         kind = int if field == "iterations" else float
         group.add_argument(flag, type=kind, default=getattr(defaults, field), dest=f"crf_{field}",
+                           metavar=flag[len("--crf-"):].replace("-", "_").upper(),
                            help=f"{text} (default {getattr(defaults, field):g})")
 
 
