@@ -13,6 +13,10 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# The crf extra (pydensecrf2) compiles C++ at install time: a compiler and the Python headers (as root).
+	command -v g++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++; }
+	test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" || \
+		{ apt-get update -qq && apt-get install -y -qq python3-dev; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)

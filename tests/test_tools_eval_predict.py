@@ -192,3 +192,61 @@ def test_predict_single_image_and_input_errors(workspace, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert predict.main([str(workspace["model"]), str(image), "--output-dir", str(tmp_path), "--alpha", "3"]) == 2
     assert "--alpha" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_cli_with_the_dense_crf(workspace, tmp_path, capsys):
+    from kerasseg.evaluation import DenseCRF, evaluate, keras_predict_fn, predict_logits
+
+    meta = workspace["keras"].kerasseg_metadata
+    crf = DenseCRF(appearance_weight=6.0, iterations=2)
+    flags = ["--crf", "--crf-w1", "6", "--crf-iterations", "2", "--quiet"]
+    out = tmp_path / "eval_crf"
+    assert _import_tool("evaluate").main([str(workspace["model"]), "--data-dir", str(workspace["data"]),
+                                         "--output-dir", str(out), *flags]) == 0
+    assert "dense CRF" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["refine"] == crf.settings()
+    fn = keras_predict_fn(workspace["keras"])
+    reference = evaluate(fn, _val_pairs(workspace), num_classes=3, refine=crf.for_normalized_images(meta.mean,
+                                                                                                    meta.std))
+    cm = np.asarray(metrics["confusion_matrix"])
+    assert np.abs(cm - reference.confusion).sum() <= 0.002 * cm.sum()
+
+    frames = workspace["data"] / "images" / "val"
+    assert _import_tool("predict").main([str(workspace["model"]), str(frames), "--output-dir",
+                                        str(tmp_path / "pred"), *flags]) == 0
+    for i, (image, _) in enumerate(_val_pairs(workspace)):
+        frame = np.asarray(Image.open(frames / f"val_{i}.png").convert("RGB"))
+        expected = crf(predict_logits(fn, image, num_classes=3, probabilities=True), frame).argmax(-1)
+        with Image.open(tmp_path / "pred" / f"val_{i}_labels.png") as im:
+            assert (np.asarray(im) == expected).mean() > 0.995
+
+
+def test_crf_flags_errors_and_missing_extra(workspace, tmp_path, capsys, monkeypatch):
+    evaluate_tool, predict_tool = _import_tool("evaluate"), _import_tool("predict")
+    base = [str(workspace["model"]), "--data-dir", str(workspace["data"]), "--output-dir", str(tmp_path), "--crf"]
+    assert evaluate_tool.main(base + ["--crf-theta-alpha", "0"]) == 2
+    assert "--crf-theta-alpha: Expected appearance_xy_std to be a positive number" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    assert evaluate_tool.main(base) == 2
+    assert "pip install 'kerasseg[crf]'" in capsys.readouterr().err
+    image = workspace["data"] / "images" / "val" / "val_0.png"
+    assert predict_tool.main([str(workspace["model"]), str(image), "--output-dir", str(tmp_path), "--crf"]) == 2
+    assert "pip install 'kerasseg[crf]'" in capsys.readouterr().err
+
+
+def test_crf_benchmark_tool_prints_the_comparison_and_the_grid(workspace, capsys):
+    import re
+
+    tool = _import_tool("crf_benchmark")
+    assert tool.main(["--data-dir", str(workspace["data"]), "--dataset", "folder", "--model", str(workspace["model"]),
+                      "--boundary-width", "1", "--crf-iterations", "1", "--grid-w1", "0", "4",
+                      "--grid-theta-alpha", "121"]) == 0
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^\| {name} +\|", out, re.M) for name in CLASS_NAMES)
+    means = re.search(r"^\| mean +\| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\* \| \*\*([\d.]+)\*\*", out,
+                      re.M).groups()
+    # The grid's point at the default parameters is the same evaluation as the comparison's CRF column.
+    assert re.search(rf"^\| 4 \| 121 \| {re.escape(means[1])} \| {re.escape(means[3])} \|$", out, re.M), out
+    assert re.search(r"^\| 0 \| 121 \| [\d.]+ \| [\d.]+ \|$", out, re.M) and "3 frames" in out

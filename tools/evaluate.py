@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-val", type=int, default=60, help="synthetic validation scenes, when generating")
     p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed, when generating")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from kerasseg.evaluation.crf import add_crf_arguments
+
+    add_crf_arguments(p)
     return p
 
 
@@ -72,7 +75,10 @@ def run(args) -> int:
     from kerasseg import data as ksdata
     from kerasseg.data.folder import read_classes
     from kerasseg.evaluation import DEFAULT_SCALES, evaluate, format_table, keras_predict_fn, write_report
+    from kerasseg.evaluation.crf import crf_from_arguments
     from kerasseg.preprocessing import ModelMetadata
+
+    crf = crf_from_arguments(args)
 
     stride = _size(args.stride, "--stride")
     input_size = _size(args.input_size, "--input-size")
@@ -111,7 +117,8 @@ def run(args) -> int:
     result = evaluate(keras_predict_fn(model), dataset, num_classes=num_classes, ignore_label=ignore_label,
                       class_names=class_names, mode=args.mode, input_size=input_size,
                       scales=tuple(args.scales) if args.scales else DEFAULT_SCALES, flip=args.flip, stride=stride,
-                      batch_size=args.batch_size, max_images=args.max_images, progress=not args.quiet)
+                      batch_size=args.batch_size, max_images=args.max_images, progress=not args.quiet,
+                      refine=crf.for_normalized_images(metadata.mean, metadata.std) if crf else None)
     result.settings.update(model=os.path.abspath(args.model), data_dir=os.path.abspath(root), split=args.split)
     print(format_table(result))
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.model)),
@@ -122,10 +129,12 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
+    from kerasseg.evaluation.crf import DenseCRFMissingError
+
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, DenseCRFMissingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

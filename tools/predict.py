@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the label colours in the overlay, 0..1")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from kerasseg.evaluation.crf import add_crf_arguments
+
+    add_crf_arguments(p)
     return p
 
 
@@ -136,11 +139,16 @@ def _size(text):
 def run(args) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"Expected --alpha in [0, 1]. Received: --alpha {args.alpha}")
+    from kerasseg.evaluation.crf import crf_from_arguments
+
     stride = _size(args.stride)
+    crf = crf_from_arguments(args)
     items, total = list_inputs(args.input)
 
+    import numpy as np
+
     import kerasseg
-    from kerasseg.evaluation import keras_predict_fn, predict_labels
+    from kerasseg.evaluation import keras_predict_fn, predict_logits
     from kerasseg.preprocessing import ModelMetadata, normalize_np
     from kerasseg.visualize import colorize, label_image, overlay, resolve_palette, save_image
 
@@ -160,9 +168,10 @@ def run(args) -> int:
     count = 0
     with progress_bar(total, desc="predicting", enabled=not args.quiet) as bar:
         for name, image in items:
-            labels = predict_labels(predict_fn, normalize_np(image, metadata.mean, metadata.std), mode=args.mode,
+            scores = predict_logits(predict_fn, normalize_np(image, metadata.mean, metadata.std), mode=args.mode,
                                     stride=stride, flip=args.flip, num_classes=num_classes,
-                                    batch_size=args.batch_size)
+                                    batch_size=args.batch_size, probabilities=crf is not None)
+            labels = np.argmax(crf(scores, image) if crf else scores, axis=-1).astype(np.int32)
             base = os.path.join(args.output_dir, name)
             save_image(label_image(labels, palette), f"{base}_labels.png")
             save_image(colorize(labels, palette), f"{base}_color.png")
@@ -177,10 +186,12 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
+    from kerasseg.evaluation.crf import DenseCRFMissingError
+
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (FileNotFoundError, ValueError, VideoReaderMissing) as e:
+    except (FileNotFoundError, ValueError, VideoReaderMissing, DenseCRFMissingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

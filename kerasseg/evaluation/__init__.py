@@ -19,7 +19,13 @@ from kerasseg.evaluation.inference import (DEFAULT_SCALES, MODES, KerasPredictor
 from kerasseg.evaluation.report import format_table, save_confusion_png, write_report
 from kerasseg.evaluation.confusion import image_confusions
 from kerasseg.evaluation.significance import paired_bootstrap
+# The CRF's own package (pydensecrf2, the `crf` extra) is imported only when a CRF runs.
+from kerasseg.evaluation.boundary import band_labels, boundary_band
+from kerasseg.evaluation.crf import (DenseCRF, DenseCRFMissingError, NormalizedImageCRF, add_crf_arguments,
+                                     crf_from_arguments)
 
 __all__ = ["ConfusionMatrix", "scores_from_confusion", "EvaluationResult", "evaluate", "DEFAULT_SCALES", "MODES",
            "KerasPredictor", "keras_predict_fn", "predict_labels", "predict_logits", "window_starts",
-           "format_table", "save_confusion_png", "write_report", "image_confusions", "paired_bootstrap"]
+           "format_table", "save_confusion_png", "write_report", "image_confusions", "paired_bootstrap",
+           "band_labels", "boundary_band", "DenseCRF", "DenseCRFMissingError", "NormalizedImageCRF",
+           "add_crf_arguments", "crf_from_arguments"]

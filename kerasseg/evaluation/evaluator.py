@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from kerasseg.evaluation.confusion import ConfusionMatrix, scores_from_confusion
+from kerasseg.evaluation.boundary import band_labels
+from kerasseg.evaluation.confusion import ConfusionMatrix, image_confusions, scores_from_confusion
 from kerasseg.evaluation.inference import DEFAULT_SCALES, MODES, _input_size, _pair, predict_logits
 from kerasseg.evaluation.progress import progress_bar
 
@@ -37,8 +38,13 @@ class EvaluationResult:
         class_names: one name per class.
         ignore_label: the label value that was not scored.
         num_images: number of images evaluated.
-        settings: how the predictions were made (mode, scales, flip, stride, input size...).
+        settings: how the predictions were made (mode, scales, flip, stride, input size, CRF, boundary width...).
         seconds: wall time of the evaluation.
+        boundary_confusion: ``(C, C)`` counts of the pixels near label edges only (see
+            `kerasseg.evaluation.boundary`), or ``None``; its scores are ``boundary_scores``.
+        image_confusion: ``(num_images, C, C)`` per-image matrices (``evaluate(per_image=True)``) for
+            `kerasseg.evaluation.paired_bootstrap`, or ``None``; not written to JSON.
+        image_boundary_confusion: the same for the boundary band, or ``None``.
 
     The scores (`scores_from_confusion`) are available as attributes: ``miou``, ``iou`` (per class, NaN for a class
     absent from labels and predictions), ``pixel_accuracy``, ``mean_accuracy``, ``accuracy`` (per class),
@@ -51,6 +57,9 @@ class EvaluationResult:
     num_images: int = 0
     settings: dict = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    boundary_confusion: np.ndarray | None = None
+    image_confusion: np.ndarray | None = None
+    image_boundary_confusion: np.ndarray | None = None
 
     def __post_init__(self):
         self.confusion = np.asarray(self.confusion, np.int64)
@@ -64,6 +73,14 @@ class EvaluationResult:
             raise ValueError(f"Expected {self.confusion.shape[0]} class names (one per class). Received: "
                              f"{len(self.class_names)} names {self.class_names}")
         self.scores = scores_from_confusion(self.confusion)
+        self.boundary_scores = None
+        if self.boundary_confusion is not None:
+            self.boundary_confusion = np.asarray(self.boundary_confusion, np.int64)
+            if self.boundary_confusion.shape != self.confusion.shape:
+                raise ValueError(f"Expected a boundary confusion matrix of the shape of the confusion matrix "
+                                 f"{self.confusion.shape}. Received: boundary_confusion of shape "
+                                 f"{self.boundary_confusion.shape}")
+            self.boundary_scores = scores_from_confusion(self.boundary_confusion)
 
     # The scores as attributes, for code such as ``result.miou`` or ``result.iou[c]``.
     miou = property(lambda self: self.scores["miou"], doc="Mean IoU over the classes with a non-empty union.")
@@ -96,9 +113,14 @@ class EvaluationResult:
                  "gt_pixels": int(gt[c]), "predicted_pixels": int(pred[c])}
                 for c, name in enumerate(self.class_names)]
 
+    @property
+    def boundary_miou(self) -> float | None:
+        """mIoU of the pixels near label edges (``None`` unless evaluated with a ``boundary_width``)."""
+        return None if self.boundary_scores is None else self.boundary_scores["miou"]
+
     def to_dict(self) -> dict:
         """JSON-ready summary (undefined scores as ``None``), including the confusion matrix."""
-        return {
+        d = {
             "miou": _finite_or_none(self.scores["miou"]),
             "pixel_accuracy": _finite_or_none(self.scores["pixel_accuracy"]),
             "mean_accuracy": _finite_or_none(self.scores["mean_accuracy"]),
@@ -112,6 +134,12 @@ class EvaluationResult:
             "classes": self.per_class(),
             "confusion_matrix": self.confusion.tolist(),
         }
+        if self.boundary_scores is not None:
+            d["boundary"] = {"miou": _finite_or_none(self.boundary_scores["miou"]),
+                             "pixel_accuracy": _finite_or_none(self.boundary_scores["pixel_accuracy"]),
+                             "iou": [_finite_or_none(v) for v in self.boundary_scores["iou"]],
+                             "confusion_matrix": self.boundary_confusion.tolist()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvaluationResult":
@@ -120,7 +148,8 @@ class EvaluationResult:
             return cls(confusion=np.asarray(d["confusion_matrix"], np.int64),
                        class_names=[c["name"] for c in d["classes"]], ignore_label=d.get("ignore_label"),
                        num_images=int(d.get("num_images", 0)), settings=dict(d.get("settings", {})),
-                       seconds=float(d.get("seconds", 0.0)))
+                       seconds=float(d.get("seconds", 0.0)),
+                       boundary_confusion=d["boundary"]["confusion_matrix"] if d.get("boundary") else None)
         except (KeyError, TypeError) as e:
             raise ValueError(f"Expected an evaluation result dict with 'confusion_matrix' and 'classes'. "
                              f"Received: a dict with keys {sorted(d) if isinstance(d, dict) else type(d)} ({e})") \
@@ -176,7 +205,8 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
              class_names: Sequence[str] | None = None, mode: str = "whole", input_size=None,
              scales: Sequence[float] = DEFAULT_SCALES, flip: bool | None = None, stride=None,
              output: str = "logits", batch_size: int = 1, max_images: int | None = None,
-             progress: bool = False) -> EvaluationResult:
+             progress: bool = False, refine: Callable | None = None,
+             boundary_width: int | None = None, per_image: bool = False) -> EvaluationResult:
     """Predicts every image of ``data`` at its own size and scores the predictions against the labels.
 
     Args:
@@ -191,6 +221,13 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
         mode, input_size, scales, flip, stride, output, batch_size: as in `predict_logits`.
         max_images: stop after this many images.
         progress: show a progress bar on stderr (tqdm when installed, a text counter otherwise).
+        refine: called as ``refine(probabilities, image)`` with each image's ``(H, W, C)`` probabilities and the
+            normalised image, returns refined probabilities; e.g. ``DenseCRF().for_normalized_images(mean, std)``
+            (`kerasseg.evaluation.crf`). Its ``settings()``, if any, are recorded under ``settings["refine"]``.
+        boundary_width: also score the pixels within this many pixels of a label edge
+            (`kerasseg.evaluation.boundary`; ``boundary_confusion`` and ``boundary_miou`` of the result).
+        per_image: also keep each image's confusion matrices (``image_confusion``, and
+            ``image_boundary_confusion`` with ``boundary_width``), e.g. for `kerasseg.evaluation.paired_bootstrap`.
 
     Returns:
         An `EvaluationResult` (confusion matrix, mIoU, per-class IoU, accuracies, Dice...).
@@ -208,12 +245,22 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
         raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
     if mode not in MODES:
         raise ValueError(f"Expected mode to be one of {MODES}. Received: mode={mode!r}")
+    if refine is not None and not callable(refine):
+        raise ValueError(f"Expected refine to be callable as refine(probabilities, image). Received: refine={refine!r}")
+    if not isinstance(per_image, bool):
+        raise ValueError(f"Expected per_image to be True or False. Received: per_image={per_image!r}")
+    if boundary_width is not None and (isinstance(boundary_width, bool) or int(boundary_width) != boundary_width
+                                       or boundary_width < 0):
+        raise ValueError(f"Expected boundary_width to be a non-negative integer or None. Received: "
+                         f"boundary_width={boundary_width!r}")
     input_size = _input_size(predict_fn, input_size)
     if stride is not None:
         stride = _pair(stride, "stride")
     kwargs = dict(input_size=input_size, mode=mode, scales=scales, flip=flip, stride=stride,
-                  num_classes=num_classes, output=output, batch_size=batch_size)
+                  num_classes=num_classes, output=output, batch_size=batch_size, probabilities=refine is not None)
     confusion = ConfusionMatrix(num_classes, ignore_label)
+    boundary = None if boundary_width is None else ConfusionMatrix(num_classes, ignore_label)
+    images, boundary_images = [], []
     total = None
     if hasattr(data, "__len__"):
         try:
@@ -227,7 +274,18 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
     with progress_bar(total, desc="evaluating", enabled=progress) as bar:
         for image, label in _pairs(data):
             scores = predict_logits(predict_fn, image, **kwargs)
-            confusion.update(label, np.argmax(scores, axis=-1))
+            if refine is not None:
+                scores = refine(scores, image)
+            prediction = np.argmax(scores, axis=-1)
+            confusion.update(label, prediction)
+            if per_image:
+                images.append(image_confusions(label[None], prediction[None], num_classes, ignore_label)[0])
+            if boundary is not None:
+                band = band_labels(label, int(boundary_width), num_classes, ignore_label)
+                boundary.update(band, prediction)
+                if per_image:
+                    boundary_images.append(image_confusions(band[None], prediction[None], num_classes,
+                                                            ignore_label)[0])
             count += 1
             bar.update(1)
             if max_images is not None and count >= max_images:
@@ -241,5 +299,12 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
         settings["stride"] = list(stride or (math.ceil(input_size[0] * 2 / 3), math.ceil(input_size[1] * 2 / 3)))
     if mode == "multiscale":
         settings["scales"] = [float(s) for s in (scales if isinstance(scales, (list, tuple)) else [scales])]
+    if refine is not None:
+        settings["refine"] = refine.settings() if callable(getattr(refine, "settings", None)) else repr(refine)
+    if boundary is not None:
+        settings["boundary_width"] = int(boundary_width)
     return EvaluationResult(confusion=confusion.matrix.copy(), class_names=list(class_names) if class_names else None,
-                            ignore_label=ignore_label, num_images=count, settings=settings, seconds=seconds)
+                            ignore_label=ignore_label, num_images=count, settings=settings, seconds=seconds,
+                            boundary_confusion=None if boundary is None else boundary.matrix.copy(),
+                            image_confusion=np.stack(images) if per_image else None,
+                            image_boundary_confusion=np.stack(boundary_images) if boundary_images else None)

@@ -232,7 +232,8 @@ def _input_size(predict_fn, input_size) -> tuple[int, int]:
 
 def predict_logits(predict_fn: Callable, image, *, input_size=None, mode: str = "whole",
                    scales: Sequence[float] = DEFAULT_SCALES, flip: bool | None = None, stride=None,
-                   num_classes: int | None = None, output: str = "logits", batch_size: int = 1) -> np.ndarray:
+                   num_classes: int | None = None, output: str = "logits", batch_size: int = 1,
+                   probabilities: bool = False) -> np.ndarray:
     """Class scores of one image of any size, at that size.
 
     Args:
@@ -251,6 +252,8 @@ def predict_logits(predict_fn: Callable, image, *, input_size=None, mode: str = 
         output: what ``predict_fn`` returns: ``"logits"``, ``"probabilities"`` or ``"labels"`` (integer outputs are
             always treated as labels).
         batch_size: number of tiles passed to ``predict_fn`` at once.
+        probabilities: return probabilities in every case (a softmax of the averaged logits of a logits model),
+            e.g. for a refinement such as `kerasseg.evaluation.DenseCRF`.
 
     Returns:
         Float32 ``(H, W, C)`` scores whose argmax over the last axis is the predicted label map.
@@ -287,6 +290,8 @@ def predict_logits(predict_fn: Callable, image, *, input_size=None, mode: str = 
         if flip:
             # Mirror, predict, mirror back: the average removes any left/right bias of the model.
             scores = 0.5 * (scores + predict_one(image[:, ::-1])[:, ::-1])
+        if probabilities:
+            scores = runner.as_probabilities(scores)
         return np.ascontiguousarray(scores, np.float32)
 
     scales = [float(s) for s in (scales if isinstance(scales, (list, tuple)) else [scales])]

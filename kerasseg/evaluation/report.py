@@ -43,6 +43,13 @@ def format_table(result: EvaluationResult, *, digits: int = 2) -> str:
     lines.append(f"mIoU {_pct(result.miou, digits)} | pixel accuracy {_pct(result.pixel_accuracy, digits)} | "
                  f"mean accuracy {_pct(result.mean_accuracy, digits)} | mean Dice {_pct(result.mean_dice, digits)} | "
                  f"FWIoU {_pct(result.frequency_weighted_iou, digits)}")
+    if result.boundary_scores is not None:
+        band = result.settings.get("boundary_width", "?")
+        lines.append(f"boundary (within {band} px of label edges): mIoU {_pct(result.boundary_miou, digits)} | "
+                     f"pixel accuracy {_pct(result.boundary_scores['pixel_accuracy'], digits)} | "
+                     f"{int(result.boundary_confusion.sum()):,} pixels")
+    if settings.get("refine"):
+        how += ", dense CRF"
     lines.append(f"{result.num_images} images, {result.num_pixels:,} scored pixels, inference {how}, "
                  f"{result.seconds:.1f} s")
     return "\n".join(lines)
