@@ -204,7 +204,7 @@ def _batch(array, ndim: int, what: str) -> np.ndarray:
 
 
 def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num_calibration_samples: int = 100,
-           output_dir=None, metadata=None, io_dtype: str = "int8", opset: int = 17, host_upsample: bool = False,
+           output_dir=None, metadata=None, io_dtype: str | None = None, opset: int = 17, host_upsample: bool = False,
            max_images: int | None = None, num_threads: int | None = 2, latency_runs: int = 10,
            model_path=None, files=None, verbose: bool = True) -> ParityResult:
     """Exports ``model`` to each variant and scores all runtimes on ``eval_data`` with the same metric code.
@@ -218,7 +218,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
         output_dir: keep the exported files (``{model name}_{variant}.tflite`` / ``.onnx`` and sidecars) here;
             a temporary folder, removed afterwards, when ``None``.
         metadata: overrides ``model.kerasseg_metadata`` (class count, names, ignore label).
-        io_dtype: int8 input / output type of the int8 model.
+        io_dtype: int8 input / output type of the int8 model (see `kerasseg.export.to_tflite`).
         opset: ONNX opset.
         host_upsample: export the TFLite / ONNX logits without the model's final bilinear resize and apply it on
             the host (see `kerasseg.export.tflite.with_head`).

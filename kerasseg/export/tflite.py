@@ -6,13 +6,22 @@ convolutions a SHAPE / STRIDED_SLICE prologue, and edge delegates reject both. O
 allowed; a converted model that still contains Flex (TensorFlow) or custom operators is refused, because the car's
 runtime has neither.
 
+Exported models take camera pixels (``input_format="pixels"``, the default): RGB 0..255 as uint8 for int8 models
+(input quantisation scale 1, zero point 0, so the bytes of a frame are the input tensor) and as float32 for the
+float modes. The normalisation recorded in the metadata (mean / std) is the first operator of the graph, a SUB and a
+MUL that the converter quantises like any other layer, so the host does no per-frame float work. It is not folded
+into the first convolution's weights: with zero padding that is exact only away from the borders, and ERFNet / ENet
+also max-pool the normalised input. ``input_format="normalized"`` keeps the older contract (the model takes
+normalised float values; int8 models quantise them).
+
 The exported head is the model's logits, their softmax (``"probabilities"``) or an in-graph argmax (``"labels"``,
 the serializable `kerasseg.layers.ArgMax`); `with_head` builds the same head as a Keras model. With
 ``host_upsample=True`` a model whose last layer is a bilinear resize (DeepLab, PSPNet) is exported without it: the
 device computes logits at the model's reduced resolution and the host up-samples them before the argmax, which is
 cheaper on the device and, for int8, more accurate than resizing quantised logits in the graph.
 
-Next to every ``model.tflite`` a sidecar ``model.json`` records the preprocessing and label semantics (see
+Every ``model.tflite`` carries standard TFLite Model Metadata (`kerasseg.export.metadata`: labels, normalisation,
+kerasseg's record), and next to it a sidecar ``model.json`` records the preprocessing and label semantics (see
 `kerasseg.preprocessing.ModelMetadata`) plus, under ``extra["export"]``, the export mode, the output head, the
 host-side up-sampling and the input / output quantisation read back from the converted model, so that the device
 runtime (``tflite/runtime.py``) never guesses. With a ``target`` the converted model must also pass that target's
@@ -21,7 +30,7 @@ edge-compatibility rules (`kerasseg.export.check`) before anything is written.
 Example::
 
     to_tflite(model, "erfnet_int8.tflite", "int8", representative_data=calibration_images)
-    TFLiteModel("erfnet_int8.tflite")(normalised_batch)   # float logits, quantisation handled
+    TFLiteModel("erfnet_int8.tflite")(normalised_batch)   # float logits; pixels and quantisation handled
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ __all__ = [
     "MODES",
     "OUTPUT_HEADS",
     "IO_DTYPES",
+    "INPUT_FORMATS",
     "LABEL_DTYPES",
     "with_head",
     "output_upsampling",
@@ -64,6 +74,7 @@ __all__ = [
 MODES = ("fp32", "fp16", "dynamic", "int8")
 OUTPUT_HEADS = ("logits", "probabilities", "labels")
 IO_DTYPES = ("int8", "uint8")
+INPUT_FORMATS = ("pixels", "normalized")
 LABEL_DTYPES = ("int32", "uint8")
 
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
@@ -235,8 +246,12 @@ def _static_input_shape(model) -> tuple[int, int, int]:
     return tuple(int(d) for d in shape)
 
 
-def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: bool):
-    """Yields ``[image (1, H, W, C) float32]`` lists for the converter, ``count`` single images at most."""
+def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: bool, pixels=None):
+    """Yields ``[image (1, H, W, C) float32]`` lists for the converter, ``count`` single images at most.
+
+    ``pixels``: ``(mean, std)`` to turn the normalised images of the user's pipeline back into the pixel values a
+    pixel-input graph takes; ``None`` yields them normalised.
+    """
     import tensorflow as tf
 
     height, width, channels = shape
@@ -262,6 +277,8 @@ def _calibration_samples(data, count: int, shape: tuple[int, int, int], verbose:
         if batch.shape[1:3] != (height, width):
             # Bilinear resizing is linear, so resizing normalised images equals normalising resized ones.
             batch = tf.image.resize(batch, (height, width), method="bilinear").numpy()
+        if pixels is not None:
+            batch = batch * pixels[1] + pixels[0]
         for image in batch:
             done += 1
             if interactive:
@@ -384,10 +401,52 @@ def _converter_error():
     return ConverterError
 
 
+def _io_dtype(io_dtype, input_format: str) -> str:
+    if io_dtype is None:
+        return "uint8" if input_format == "pixels" else "int8"
+    io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    if input_format == "pixels" and io_dtype != "uint8":
+        raise ValueError(f"Expected io_dtype='uint8' (or None) with input_format='pixels': camera pixels are 0..255. "
+                         f"Received: io_dtype={io_dtype!r}")
+    return io_dtype
+
+
+def _pixel_input_quantization(data: bytes) -> bytes:
+    """``data`` with its uint8 input quantised as the pixels themselves (scale 1, zero point 0).
+
+    The converter derives the input scale from the calibration images' range, so a frame whose darkest / brightest
+    pixels are not exactly 0 / 255 would need a host-side requantisation. Its uint8 input feeds a QUANTIZE operator
+    (uint8 -> int8), which requantises from whatever scale its input declares, so declaring (1, 0) moves the
+    rescaling into that operator and makes the raw frame bytes the input.
+    """
+    schema = _schema()
+    buffer = bytearray(data)
+    root = schema.Model.GetRootAs(buffer, 0)
+    subgraph = root.Subgraphs(0)
+    index = subgraph.Inputs(0)
+    consumers = [subgraph.Operators(o) for o in range(subgraph.OperatorsLength())
+                 if index in [subgraph.Operators(o).Inputs(i) for i in range(subgraph.Operators(o).InputsLength())]]
+    codes = {max(root.OperatorCodes(op.OpcodeIndex()).BuiltinCode(),
+                 root.OperatorCodes(op.OpcodeIndex()).DeprecatedBuiltinCode()) for op in consumers}
+    tensor = subgraph.Tensors(index)
+    params = tensor.Quantization()
+    if (tensor.Type() != schema.TensorType.UINT8 or codes != {schema.BuiltinOperator.QUANTIZE} or params is None
+            or params.ScaleLength() != 1 or params.ZeroPointLength() != 1):
+        raise ValueError("Expected the converted int8 model's uint8 input to feed QUANTIZE operators only, with one "
+                         "scale and zero point. Received: another structure, which pixel input cannot rescale")
+    # Scalars in a bytearray-backed flatbuffer are views into it: rewriting them edits the model in place.
+    params.ScaleAsNumpy()[0] = 1.0
+    params.ZeroPointAsNumpy()[0] = 0
+    return bytes(buffer)
+
+
 def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
-                      output: str = "logits", io_dtype: str = "int8", label_dtype: str = "int32",
-                      host_upsample: bool = False, target: str | None = None, verbose: bool = True) -> bytes:
+                      output: str = "logits", io_dtype: str | None = None, label_dtype: str = "int32",
+                      host_upsample: bool = False, target: str | None = None, verbose: bool = True,
+                      input_format: str = "pixels", metadata: ModelMetadata | None = None) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer in memory (see `to_tflite` for the arguments).
+
+    The bytes carry no metadata; `to_tflite` embeds it.
 
     Returns:
         The flatbuffer bytes.
@@ -403,7 +462,10 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
 
     mode = _check_choice("mode", mode, MODES)
     output = _check_choice("output", output, OUTPUT_HEADS)
-    io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    input_format = _check_choice("input_format", input_format, INPUT_FORMATS)
+    io_dtype = _io_dtype(io_dtype, input_format)
+    meta = export_metadata(model, metadata)
+    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
     if target is not None:
         from kerasseg.export.check import TARGETS
 
@@ -421,6 +483,9 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
 
     @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="image")])
     def serve(image):
+        if input_format == "pixels":
+            # The converter keeps this as one SUB and one MUL in front of the network (quantised for int8).
+            image = (image - mean) * (1.0 / std)
         out = exported(image, training=False)
         # Mixed-precision models compute in float16; float heads are exported in float32 regardless.
         return out if output == "labels" else tf.cast(out, tf.float32)
@@ -440,7 +505,8 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if mode == "int8":
-        samples = _calibration_samples(representative_data, int(num_calibration_samples), shape, verbose)
+        samples = _calibration_samples(representative_data, int(num_calibration_samples), shape, verbose,
+                                       pixels=(mean, std) if input_format == "pixels" else None)
         first = next(samples, None)
         if first is None:
             raise ValueError("Expected representative_data to yield at least one image. Received: an empty "
@@ -460,6 +526,8 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
         raise ValueError(f"Expected model {model.name!r} to convert to TFLite builtin operators (mode={mode!r}, "
                          f"output={output!r}). Received: the converter's error\n{e}") from e
 
+    if mode == "int8" and input_format == "pixels":
+        data = _pixel_input_quantization(data)
     non_builtin = custom_ops(data)
     if non_builtin:
         raise ValueError(f"Expected a model of TFLite builtin operators only. Received: model {model.name!r} "
@@ -499,10 +567,10 @@ def export_metadata(model, metadata: ModelMetadata | None = None) -> ModelMetada
 
 
 def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
-              output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str = "int8",
+              output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str | None = None,
               label_dtype: str = "int32", host_upsample: bool = False, target: str | None = None,
-              verbose: bool = True) -> str:
-    """Converts a Keras model to a ``.tflite`` file and writes its metadata sidecar, both atomically.
+              verbose: bool = True, input_format: str = "pixels") -> str:
+    """Converts a Keras model to a ``.tflite`` file with embedded metadata and writes its sidecar, both atomically.
 
     Args:
         model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output.
@@ -517,13 +585,17 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         output: the exported head: ``"logits"``, ``"probabilities"`` (softmax) or ``"labels"`` (in-graph argmax,
             a label map of ``label_dtype``; see `with_head`).
         metadata: overrides ``model.kerasseg_metadata``; without either, ImageNet normalisation is recorded.
-        io_dtype: int8 mode only: ``"int8"`` or ``"uint8"`` input and output tensors.
+        io_dtype: int8 mode only: ``"int8"`` or ``"uint8"`` input and output tensors; ``None`` (default) is uint8
+            for pixel input (the only type pixels fit) and int8 for normalised input.
         label_dtype: ``"int32"`` or ``"uint8"``: the label map type of the ``"labels"`` head.
         host_upsample: export the logits at the model's reduced resolution, without its final bilinear resize; the
             sidecar records the resize (``extra["export"]["host_upsample"]``) for the host to apply.
         target: ``None``, ``"cpu"``, ``"gpu"`` or ``"npu"``: refuse (write nothing) unless the converted model
             passes that target's rules (`kerasseg.export.check`).
         verbose: print the calibration progress to stderr.
+        input_format: ``"pixels"`` (default): the model takes RGB pixels 0..255 (uint8 for int8, float32 otherwise)
+            and normalises them in its graph; ``"normalized"``: the model takes normalised float values (int8:
+            quantised ones), the older contract. Calibration data is normalised images either way.
 
     Returns:
         ``path``.
@@ -537,10 +609,13 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
     path = os.fspath(path)
     if not path.endswith(".tflite"):
         raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
+    from kerasseg.export.metadata import embed_metadata
+
     meta = export_metadata(model, metadata)
     data = convert_to_tflite(model, mode, representative_data=representative_data,
                              num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
-                             label_dtype=label_dtype, host_upsample=host_upsample, target=target, verbose=verbose)
+                             label_dtype=label_dtype, host_upsample=host_upsample, target=target, verbose=verbose,
+                             input_format=input_format, metadata=meta)
     details = io_details(data)
     upsampling = None
     if host_upsample:
@@ -549,6 +624,7 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         "format": "tflite",
         "mode": mode,
         "output": output,
+        "input_format": input_format,
         "input_dtype": details["input_dtype"],
         "output_dtype": details["output_dtype"],
         "input_shape": details["input_shape"],
@@ -558,6 +634,7 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         "host_upsample": upsampling,
         "target": target,
     }
+    data = embed_metadata(data, meta)
     # Both temporary files are complete before either is renamed; the sidecar lands first so that a model file is
     # never newer than its description.
     with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
@@ -573,11 +650,17 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
 # --------------------------------------------------------------------------------------------------------------
 
 class TFLiteModel:
-    """Runs a batch-1 TFLite segmentation model on normalised float batches, hiding the quantisation.
+    """Runs a batch-1 TFLite segmentation model on normalised float batches, hiding the input contract and quantisation.
+
+    A pixel-input model (``extra["export"]["input_format"] == "pixels"``) gets the batch turned back into pixels
+    (rounded to uint8 for an int8 model, as a camera frame would be), so Keras and TFLite are scored on the same
+    pipeline output whatever the contract.
 
     Args:
         model: path to a ``.tflite`` file, or its bytes.
         num_threads: interpreter CPU threads (LiteRT's default when ``None``).
+        metadata: the export's `ModelMetadata`; by default the sidecar next to a model path, if any. Without
+            metadata the model is taken to have normalised input.
 
     Attributes:
         input_shape: ``(H, W, C)`` of the model input.
@@ -586,7 +669,15 @@ class TFLiteModel:
         input_quantization, output_quantization: ``(scale, zero_point)`` or ``None``.
     """
 
-    def __init__(self, model, *, num_threads: int | None = None):
+    def __init__(self, model, *, num_threads: int | None = None, metadata: ModelMetadata | None = None):
+        if metadata is None and not isinstance(model, (bytes, bytearray, memoryview)) and os.path.isfile(
+                sidecar_path(model)):
+            metadata = read_sidecar(model)
+        export = (metadata.extra.get("export") or {}) if metadata is not None else {}
+        self.input_format = export.get("input_format", "normalized")
+        self._pixels = None
+        if self.input_format == "pixels":
+            self._pixels = (np.asarray(metadata.mean, np.float32), np.asarray(metadata.std, np.float32))
         self.interpreter = _interpreter(_model_bytes(model), num_threads)
         self._input, self._output = _single_io(self.interpreter)
         shape = tuple(int(d) for d in self._input["shape"])
@@ -633,6 +724,8 @@ class TFLiteModel:
             raise ValueError(f"Expected images of shape (B, {', '.join(map(str, self.input_shape))}) or "
                              f"{self.input_shape}. Received: images of shape {np.shape(images)}")
         results = []
+        if self._pixels is not None:
+            batch = batch * self._pixels[1] + self._pixels[0]
         for image in batch:
             self.interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
             self.interpreter.invoke()
@@ -660,10 +753,10 @@ class AccuracyDropError(RuntimeError):
 
 def export_verified(model, path, mode: str = "fp32", *, eval_data, representative_data=None,
                     num_calibration_samples: int = 100, output: str = "logits", metadata: ModelMetadata | None = None,
-                    io_dtype: str = "int8", label_dtype: str = "int32", host_upsample: bool = False,
+                    io_dtype: str | None = None, label_dtype: str = "int32", host_upsample: bool = False,
                     target: str | None = None, max_miou_drop: float | None = None, force: bool = False,
                     max_eval_images: int | None = None, num_threads: int | None = None,
-                    verbose: bool = True) -> dict:
+                    verbose: bool = True, input_format: str = "pixels") -> dict:
     """Exports like `to_tflite`, scores Keras and TFLite on ``eval_data``, and installs the file only if it holds up.
 
     The model is converted into a temporary folder next to ``path``; the file and its sidecar are moved onto
@@ -672,7 +765,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
 
     Args:
         model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, label_dtype,
-            host_upsample, target, verbose: see `to_tflite`.
+            host_upsample, target, verbose, input_format: see `to_tflite`.
         eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, labels)``, batched or not.
         max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point); ``None`` takes
             the mode's bound from `kerasseg.export.parity.MIOU_BOUNDS` (fp32 0.01, fp16 0.1, dynamic and int8 1.0).
@@ -688,6 +781,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         AccuracyDropError: the drop exceeds ``max_miou_drop`` and ``force`` is false; nothing is written.
     """
     from kerasseg.evaluation.compare import compare_keras_tflite
+    from kerasseg.export.metadata import embed_metadata
     from kerasseg.export.parity import MIOU_BOUNDS
     from kerasseg.layers.argmax import ArgMax
 
@@ -714,7 +808,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         to_tflite(model, tmp_path, mode, representative_data=representative_data,
                   num_calibration_samples=num_calibration_samples, output=output, metadata=meta,
                   io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, target=target,
-                  verbose=verbose)
+                  verbose=verbose, input_format=input_format)
         report = compare_keras_tflite(model, tmp_path, eval_data, meta.num_classes, meta.ignore_label,
                                       max_images=max_eval_images, num_threads=num_threads)
         report.update(path=path, mode=mode, tflite_bytes=os.path.getsize(tmp_path),
@@ -735,6 +829,11 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
                                    "max_abs_logit_error", "num_images", "forced")}
         with open(tmp_json, "w", encoding="utf-8") as f:
             f.write(written.to_json())
+        # The embedded record carries the same figures as the sidecar.
+        with open(tmp_path, "rb") as f:
+            data = embed_metadata(f.read(), written)
+        with open(tmp_path, "wb") as f:
+            f.write(data)
         # Sidecar first, so that the model file is never newer than its description.
         os.replace(tmp_json, sidecar_path(path))
         os.replace(tmp_path, path)
