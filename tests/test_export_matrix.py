@@ -124,7 +124,7 @@ def test_int8_unpooling_is_integer_gpu_compatible_and_exact(tmp_path, low, high)
     calibration = rng.uniform(low, high, size=(8, 16, 16, 4)).astype(np.float32)
     # target="gpu": the conversion itself refuses a model that breaks the GPU delegate's rules.
     path = to_tflite(model, tmp_path / "unpool.tflite", "int8", representative_data=calibration,
-                     num_calibration_samples=8, target="gpu", verbose=False)
+                     num_calibration_samples=8, target="gpu", verbose=False, input_format="normalized")
     report = check(path, "npu")
     assert report.ok and report.float_tensors == [], report.format()
     assert check(path, "gpu").ok

@@ -466,11 +466,15 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     io_dtype = _io_dtype(io_dtype, input_format)
     meta = export_metadata(model, metadata)
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
+    shape = _static_input_shape(model)
+    if input_format == "pixels" and not shape[-1] == len(mean) == len(std) == 3:
+        raise ValueError(f"Expected an RGB model input (3 channels, 3-value mean and std) for input_format='pixels'; "
+                         f"other inputs take input_format='normalized'. Received: input shape {shape}, mean "
+                         f"{list(meta.mean)}, std {list(meta.std)}")
     if target is not None:
         from kerasseg.export.check import TARGETS
 
         target = _check_choice("target", target, TARGETS)
-    shape = _static_input_shape(model)
     exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
     if mode == "int8":
         if representative_data is None:
