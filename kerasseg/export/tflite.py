@@ -10,9 +10,9 @@ Exported models take camera pixels (``input_format="pixels"``, the default): RGB
 (input quantisation scale 1, zero point 0, so the bytes of a frame are the input tensor) and as float32 for the
 float modes. The normalisation recorded in the metadata (mean / std) is the first operator of the graph, a SUB and a
 MUL that the converter quantises like any other layer, so the host does no per-frame float work. It is not folded
-into the first convolution's weights: with zero padding that is exact only away from the borders, and ERFNet / ENet
-also max-pool the normalised input. ``input_format="normalized"`` keeps the older contract (the model takes
-normalised float values; int8 models quantise them).
+into the first convolution's weights: with zero padding that is exact only away from the borders, and ERFNet's
+first block also max-pools the normalised input. ``input_format="normalized"`` keeps the older contract (the model
+takes normalised float values; int8 models quantise them).
 
 The exported head is the model's logits, their softmax (``"probabilities"``) or an in-graph argmax (``"labels"``,
 the serializable `kerasseg.layers.ArgMax`); `with_head` builds the same head as a Keras model. With
