@@ -14,13 +14,14 @@ MediaPipe Tasks and the TFLite Support libraries read:
 Associated files travel as a zip archive appended to the flatbuffer, the packing the TFLite metadata populator uses:
 flatbuffer readers ignore the trailing bytes and zip readers find the archive from the end.
 
-Why not MediaPipe's ``metadata_writers``: its 1.2.3 wheel imports ``mediapipe.tasks.cc`` (absent from the wheel) for
-the parser version string, it needs ``absl-py~=2.3`` where the pinned ``tensorflow-model-optimization`` needs
-``absl-py~=1.2`` (one environment cannot hold both), and it cannot write a per-channel record of our own beside the
-segmenter options without subclassing its internals. The metadata schema is small and stable, so the buffer is built
+Why not MediaPipe's ``metadata_writers``: in the 1.2.3 wheel importing it fails (``No module named
+'mediapipe.tasks.cc'``, imported for the parser version string), and MediaPipe needs ``absl-py~=2.3`` where the pinned
+``tensorflow-model-optimization`` needs ``absl-py~=1.2``, so one environment cannot hold both. LiteRT ships the model
+schema and ``flatbuffer_utils`` but not the metadata schema's generated code. The metadata schema is small and stable,
+so the buffer is built
 here with the ``flatbuffers`` builder (the library TFLite's own generated code uses) and attached with LiteRT's
-``flatbuffer_utils`` (``ai_edge_litert.tools``); MediaPipe's ImageSegmenter reading the result is the test. The reader is ``tflite/metadata.py``, on the device side
-(no TensorFlow), which the device runtime uses.
+``flatbuffer_utils`` (``ai_edge_litert.tools``); MediaPipe's ImageSegmenter reading the result is the test. The
+reader is ``tflite/metadata.py``, on the device side (no TensorFlow), which the device runtime uses.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def _float_vector(builder, values) -> int:
 
 def _stats(builder, low: float, high: float) -> int:
     # Stats: max (0), min (1).
-    return _table(builder, {0: ("offset", _float_vector(builder, [high])), 1: ("offset", _float_vector(builder, [low]))})
+    high, low = _float_vector(builder, [high]), _float_vector(builder, [low])
+    return _table(builder, {0: ("offset", high), 1: ("offset", low)})
 
 
 def _input_tensor(builder, mean, std, low: float, high: float) -> int:
