@@ -27,6 +27,12 @@ import time
 
 import numpy as np
 
+try:
+    from .runtime import external_delegate, parse_delegate_options
+except ImportError:  # run as a script: runtime.py sits beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from runtime import external_delegate, parse_delegate_options
+
 __all__ = ["benchmark", "time_model", "format_table", "main"]
 
 
@@ -39,19 +45,25 @@ def _random_input(detail, rng) -> np.ndarray:
     return rng.normal(size=shape).astype(dtype)
 
 
-def time_model(path, *, num_threads: int = 2, runs: int = 20, warmup: int = 3, seed: int = 0) -> dict:
+def time_model(path, *, num_threads: int = 2, runs: int = 20, warmup: int = 3, seed: int = 0, delegate=None,
+               delegate_options: dict | None = None) -> dict:
     """Times ``interpreter.invoke()`` of one ``.tflite`` model.
+
+    Args:
+        delegate, delegate_options: a LiteRT external delegate library and its options (see
+            `runtime.external_delegate`); operators it does not take run on the CPU.
 
     Returns:
         dict with ``path``, ``size_bytes``, ``input_dtype``, ``input_shape``, ``threads``, ``runs``, ``median_ms``,
-        ``p90_ms``, ``mean_ms``, ``min_ms``.
+        ``p90_ms``, ``mean_ms``, ``min_ms``, ``accelerator``.
     """
     from ai_edge_litert.interpreter import Interpreter
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Expected an existing .tflite file. Received: path={path!r}")
-    interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
+    interpreter = Interpreter(model_path=path, num_threads=num_threads, experimental_delegates=delegates)
     interpreter.allocate_tensors()
     rng = np.random.default_rng(seed)
     for detail in interpreter.get_input_details():
@@ -75,10 +87,13 @@ def time_model(path, *, num_threads: int = 2, runs: int = 20, warmup: int = 3, s
         "p90_ms": float(np.percentile(times, 90)),
         "mean_ms": float(np.mean(times)),
         "min_ms": float(np.min(times)),
+        "accelerator": (f"delegate {os.path.basename(os.fspath(delegate))}, CPU fallback" if delegate is not None
+                        else "CPU (XNNPACK)"),
     }
 
 
-def benchmark(paths, *, num_threads: int = 2, runs: int = 20, warmup: int = 3) -> list[dict]:
+def benchmark(paths, *, num_threads: int = 2, runs: int = 20, warmup: int = 3, delegate=None,
+              delegate_options: dict | None = None) -> list[dict]:
     """Times every model (see `time_model`) and adds ``speedup``: the first model's median over this one's.
 
     Raises:
@@ -94,7 +109,8 @@ def benchmark(paths, *, num_threads: int = 2, runs: int = 20, warmup: int = 3) -
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"Expected existing .tflite files. Received: missing {missing}")
-    rows = [time_model(p, num_threads=num_threads, runs=runs, warmup=warmup) for p in paths]
+    rows = [time_model(p, num_threads=num_threads, runs=runs, warmup=warmup, delegate=delegate,
+                       delegate_options=delegate_options) for p in paths]
     base = rows[0]["median_ms"]
     for row in rows:
         row["speedup"] = base / row["median_ms"] if row["median_ms"] > 0 else float("inf")
@@ -111,8 +127,8 @@ def format_table(rows: list[dict]) -> str:
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     threads, runs = rows[0]["threads"], rows[0]["runs"]
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines]
-                     + [f"{runs} timed runs each after warm-up, {threads} threads; speed-up = median of the first "
-                        f"model / median of the row"])
+                     + [f"{runs} timed runs each after warm-up, {threads} threads, on {rows[0]['accelerator']}; "
+                        f"speed-up = median of the first model / median of the row"])
 
 
 def main(argv=None) -> int:
@@ -123,9 +139,14 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="timed invocations per model (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed invocations first (default 3)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--delegate", help="a LiteRT external delegate library (.so); operators it does not take run "
+                                           "on the CPU")
+    parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of --delegate (repeatable)")
     args = parser.parse_args(argv)
     try:
-        rows = benchmark(args.models, num_threads=args.threads, runs=args.runs, warmup=args.warmup)
+        rows = benchmark(args.models, num_threads=args.threads, runs=args.runs, warmup=args.warmup,
+                         delegate=args.delegate, delegate_options=parse_delegate_options(args.delegate_option))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

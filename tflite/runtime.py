@@ -46,7 +46,7 @@ except ImportError:  # run as a script: metadata.py sits beside this file (also 
     from metadata import read_labels, read_record
 
 __all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "letterbox_box",
-           "ASPECTS", "main"]
+           "external_delegate", "parse_delegate_options", "ASPECTS", "main"]
 
 _HEADS = ("logits", "probabilities", "labels")
 ASPECTS = ("stretch", "letterbox")
@@ -205,6 +205,43 @@ def letterbox_box(image_size, input_size) -> tuple[int, int, int, int]:
     return (height - inner_h) // 2, (width - inner_w) // 2, inner_h, inner_w
 
 
+def external_delegate(library, options: dict | None = None):
+    """Loads a LiteRT external delegate (e.g. a vendor NPU or GPU delegate library) with its options.
+
+    Operators the delegate does not take stay on the CPU (LiteRT partitions the graph), so a model always runs.
+
+    Args:
+        library: path of the delegate's shared library (``.so``).
+        options: the delegate's string options, e.g. ``{"backend_type": "htp"}``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the library does not load as a LiteRT delegate (LiteRT's own reason is included).
+    """
+    from ai_edge_litert.interpreter import load_delegate
+
+    library = os.fspath(library)
+    if not os.path.isfile(library):
+        raise FileNotFoundError(f"Expected an existing delegate library file. Received: delegate={library!r}")
+    options = {str(k): str(v) for k, v in (options or {}).items()}
+    try:
+        return load_delegate(library, options)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"Expected a LiteRT external delegate library that loads with options {options}. Received: "
+                         f"delegate={library!r}, which fails: {e}") from None
+
+
+def parse_delegate_options(items) -> dict:
+    """``["key=value", ...]`` (command-line ``--delegate-option``) as a dict."""
+    options = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise ValueError(f"Expected delegate options as KEY=VALUE. Received: {item!r}")
+        options[key] = value
+    return options
+
+
 def load_image(path) -> np.ndarray:
     """Reads an image file as a uint8 RGB ``(H, W, 3)`` array."""
     path = os.fspath(path)
@@ -224,11 +261,15 @@ class Segmenter:
             with embedded metadata (then checked against it), required for older files.
         aspect: ``"stretch"`` (default; what training and evaluation do) or ``"letterbox"`` (keep the frame's
             proportions, pad with the mean colour, crop the padding from the output).
+        delegate: path of a LiteRT external delegate library (`external_delegate`); ``None`` runs on the CPU
+            (XNNPACK).
+        delegate_options: the delegate's options.
 
     Attributes:
         input_size: ``(height, width)`` of the model input.
         num_classes, class_names, palette (``(K, 3)`` uint8), ignore_label, mean, std: from the metadata.
         input_format: ``"pixels"`` (the model normalises in its graph) or ``"normalized"`` (older files).
+        accelerator: where the model runs, in words (the delegate, with the CPU as fallback, or the CPU).
         metadata_source: ``"embedded"`` or the sidecar's path.
         output: the model head, ``"logits"``, ``"probabilities"`` or ``"labels"``.
         host_upsample: ``(height, width)`` the logits are up-sampled to on the host (models exported with
@@ -236,7 +277,8 @@ class Segmenter:
         timings: milliseconds spent in ``preprocess``, ``inference`` and ``postprocess`` by the last `predict`.
     """
 
-    def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None, aspect: str = "stretch"):
+    def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None, aspect: str = "stretch",
+                 delegate=None, delegate_options: dict | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = os.fspath(model_path)
@@ -269,7 +311,11 @@ class Segmenter:
             raise ValueError(f"Expected the metadata's input_format to be 'pixels' or 'normalized'. Received: "
                              f"input_format={self.input_format!r} ({metadata_path!r})")
         self._box = None
-        self.interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads)
+        delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
+        self.accelerator = (f"delegate {os.path.basename(os.fspath(delegate))} (operators it does not take run on the "
+                            f"CPU)" if delegate is not None else f"CPU (XNNPACK, {num_threads} threads)")
+        self.interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads,
+                                       experimental_delegates=delegates)
         self.interpreter.allocate_tensors()
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -497,13 +543,18 @@ def main(argv=None) -> int:
     parser.add_argument("--aspect", choices=ASPECTS, default="stretch",
                         help="stretch the frame to the model input (default, as in training) or letterbox it")
     parser.add_argument("--threads", type=int, default=2, help="LiteRT CPU threads (default 2)")
+    parser.add_argument("--delegate", help="a LiteRT external delegate library (.so) to run the model on; operators "
+                                           "it does not take run on the CPU")
+    parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of --delegate (repeatable)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     parser.add_argument("--runs", type=int, default=1, help="time this many predictions (after one warm-up)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"Expected --runs >= 1. Received: --runs={args.runs}")
     try:
-        segmenter = Segmenter(args.model, num_threads=args.threads, metadata_path=args.metadata, aspect=args.aspect)
+        segmenter = Segmenter(args.model, num_threads=args.threads, metadata_path=args.metadata, aspect=args.aspect,
+                              delegate=args.delegate, delegate_options=parse_delegate_options(args.delegate_option))
         image = load_image(args.image)
         labels = segmenter.predict(image)  # warm-up: the first invoke also plans memory
         totals = []
@@ -524,7 +575,7 @@ def main(argv=None) -> int:
     print(f"{args.image}: {w}x{h} via {mw}x{mh} {segmenter.input_dtype.name} model ({segmenter.output} head), "
           f"latency {float(np.median(totals)):.1f} ms (median of {args.runs}; preprocess "
           f"{timing['preprocess']:.1f}, inference {timing['inference']:.1f}, postprocess "
-          f"{timing['postprocess']:.1f})")
+          f"{timing['postprocess']:.1f}) on {segmenter.accelerator}")
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=segmenter.num_classes)
     names = segmenter.class_names or [str(c) for c in range(segmenter.num_classes)]
     present = [f"{names[c]} {100.0 * counts[c] / labels.size:.1f}%" for c in np.argsort(-counts) if counts[c]]

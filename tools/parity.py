@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-runtime", action="store_true",
                    help="also score every TFLite file through tflite/runtime.py's Segmenter.predict on the full-size "
                         "frames (it resizes them itself), rows runtime-<variant>")
+    p.add_argument("--delegate", help="with --device-runtime: a LiteRT external delegate library (.so) the runtime "
+                                      "rows run on (operators it does not take run on the CPU)")
+    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of --delegate (repeatable)")
     p.add_argument("--output-dir", default=None, help="keep the exported models here (default: a temporary folder)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     return p
@@ -80,10 +84,18 @@ def main(argv=None) -> int:
     from kerasseg.export.datasets import export_data
 
     frame_runtime = None
+    if args.delegate and not args.device_runtime:
+        parser.error("Expected --delegate with --device-runtime (the runtime rows run on it). Received: --delegate "
+                     "alone")
     if args.device_runtime:
-        from tflite.runtime import Segmenter
+        from tflite.runtime import Segmenter, parse_delegate_options
 
-        frame_runtime = lambda path: Segmenter(path, num_threads=args.threads).predict  # noqa: E731
+        try:
+            options = parse_delegate_options(args.delegate_option)
+        except ValueError as e:
+            parser.error(str(e))
+        frame_runtime = lambda path: Segmenter(path, num_threads=args.threads, delegate=args.delegate,  # noqa: E731
+                                               delegate_options=options).predict
 
     try:
         model = kerasseg.load_model(args.model)
