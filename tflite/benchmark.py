@@ -15,6 +15,11 @@ Library use::
 Command line::
 
     python benchmark.py erfnet_fp32.tflite erfnet_fp16.tflite erfnet_int8.tflite --threads 2 --runs 20
+
+Frames in, labels out (`end_to_end`, ``--frame-size 1080 1920``): the device runtime's ``Segmenter.predict`` on a
+camera-sized uint8 frame (decoding excluded; resize, model, up-sampling and argmax included), next to the bare
+``invoke()`` of the same file, with the split between preprocessing, inference and postprocessing. ``--frames DIR``
+segments every image of a folder (a dash-camera sequence) in one call and reports frames per second.
 """
 
 from __future__ import annotations
@@ -28,12 +33,12 @@ import time
 import numpy as np
 
 try:
-    from .runtime import external_delegate, parse_delegate_options
+    from .runtime import Segmenter, external_delegate, load_image, parse_delegate_options
 except ImportError:  # run as a script: runtime.py sits beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from runtime import external_delegate, parse_delegate_options
+    from runtime import Segmenter, external_delegate, load_image, parse_delegate_options
 
-__all__ = ["benchmark", "time_model", "format_table", "main"]
+__all__ = ["benchmark", "time_model", "format_table", "end_to_end", "segment_folder", "main"]
 
 
 def _random_input(detail, rng) -> np.ndarray:
@@ -131,6 +136,79 @@ def format_table(rows: list[dict]) -> str:
                         f"speed-up = median of the first model / median of the row"])
 
 
+def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int = 20, warmup: int = 3,
+               upsample: str = "bilinear", delegate=None, delegate_options: dict | None = None) -> dict:
+    """Frame -> label map through `runtime.Segmenter.predict`, next to the bare ``invoke()`` of the same file.
+
+    Both are timed in one process on the same interpreter settings, runs interleaved (one bare invoke, one
+    prediction) so that a shared machine's load hits both alike.
+
+    Returns:
+        dict with ``path``, ``frame_size``, ``input_size``, ``threads``, ``runs``, ``invoke_ms`` (median bare invoke),
+        ``end_to_end_ms`` (median prediction), ``ratio`` (their quotient), ``split_ms`` (median ``preprocess``,
+        ``inference`` and ``postprocess`` of the predictions) and ``accelerator``.
+    """
+    height, width = (int(v) for v in frame_size)
+    if height < 1 or width < 1:
+        raise ValueError(f"Expected a positive frame size (height, width). Received: frame_size={frame_size!r}")
+    seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options)
+    frame = np.random.default_rng(0).integers(0, 256, size=(height, width, 3)).astype(np.uint8)
+    model_input = seg.preprocess(frame)
+    input_index = seg.interpreter.get_input_details()[0]["index"]
+    for _ in range(warmup):
+        seg.predict(frame, upsample=upsample)
+    invoke, total, split = [], [], {"preprocess": [], "inference": [], "postprocess": []}
+    for _ in range(runs):
+        seg.interpreter.set_tensor(input_index, model_input)
+        t = time.perf_counter()
+        seg.interpreter.invoke()
+        invoke.append(1e3 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        seg.predict(frame, upsample=upsample)
+        total.append(1e3 * (time.perf_counter() - t))
+        for k in split:
+            split[k].append(seg.timings[k])
+    invoke_ms, total_ms = float(np.median(invoke)), float(np.median(total))
+    return {"path": os.fspath(path), "frame_size": [height, width], "input_size": list(seg.input_size),
+            "threads": num_threads, "runs": runs, "upsample": upsample, "invoke_ms": invoke_ms,
+            "end_to_end_ms": total_ms, "ratio": total_ms / invoke_ms if invoke_ms > 0 else float("inf"),
+            "split_ms": {k: float(np.median(v)) for k, v in split.items()}, "accelerator": seg.accelerator}
+
+
+def segment_folder(path, folder, *, num_threads: int = 2, upsample: str = "bilinear", delegate=None,
+                   delegate_options: dict | None = None) -> dict:
+    """Segments every image of ``folder`` (sorted by name) in one call; decoding is included, as on a recorder.
+
+    Returns:
+        dict with ``frames``, ``seconds``, ``frames_per_second`` and ``labels`` (the label maps, in order).
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Expected a folder of frames. Received: frames={folder!r}")
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
+    if not names:
+        raise ValueError(f"Expected image files (.png, .jpg, .jpeg, .bmp) in the frames folder. Received: none in "
+                         f"{folder!r}")
+    seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options)
+    start = time.perf_counter()
+    labels = [seg.predict(load_image(os.path.join(folder, n)), upsample=upsample) for n in names]
+    seconds = time.perf_counter() - start
+    return {"frames": len(names), "seconds": seconds, "frames_per_second": len(names) / seconds, "labels": labels,
+            "accelerator": seg.accelerator}
+
+
+def format_end_to_end(row: dict) -> str:
+    """The frame -> labels split of an `end_to_end` row, as plain text."""
+    split = row["split_ms"]
+    h, w = row["frame_size"]
+    ih, iw = row["input_size"]
+    return (f"{os.path.basename(row['path'])}: {w}x{h} frame -> {iw}x{ih} model -> {w}x{h} labels "
+            f"({row['upsample']} up-sampling), {row['threads']} threads, on {row['accelerator']}\n"
+            f"  bare invoke     {row['invoke_ms']:.1f} ms (median of {row['runs']})\n"
+            f"  frame -> labels {row['end_to_end_ms']:.1f} ms = x{row['ratio']:.2f} the invoke (preprocess "
+            f"{split['preprocess']:.1f}, inference {split['inference']:.1f}, postprocess {split['postprocess']:.1f})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Latency of .tflite models, measured in one run, with the ratios "
                                                  "between them (the first model is the baseline).")
@@ -143,14 +221,40 @@ def main(argv=None) -> int:
                                            "on the CPU")
     parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of --delegate (repeatable)")
+    parser.add_argument("--frame-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="also time frame -> label map through the runtime on a frame of this size (e.g. 1080 "
+                             "1920), next to the bare invoke")
+    parser.add_argument("--upsample", choices=["bilinear", "nearest"], default="bilinear",
+                        help="the runtime's up-sampling for --frame-size / --frames (default bilinear)")
+    parser.add_argument("--frames", help="segment every image of this folder in one call and report frames/s")
     args = parser.parse_args(argv)
     try:
+        options = parse_delegate_options(args.delegate_option)
         rows = benchmark(args.models, num_threads=args.threads, runs=args.runs, warmup=args.warmup,
-                         delegate=args.delegate, delegate_options=parse_delegate_options(args.delegate_option))
+                         delegate=args.delegate, delegate_options=options)
+        extra = {}
+        if args.frame_size:
+            extra["end_to_end"] = [end_to_end(p, args.frame_size, num_threads=args.threads, runs=args.runs,
+                                              warmup=args.warmup, upsample=args.upsample, delegate=args.delegate,
+                                              delegate_options=options) for p in args.models]
+        if args.frames:
+            extra["frames"] = []
+            for p in args.models:
+                done = segment_folder(p, args.frames, num_threads=args.threads, upsample=args.upsample,
+                                      delegate=args.delegate, delegate_options=options)
+                done.pop("labels")
+                extra["frames"].append(dict(done, path=p))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(rows))
+    for row in extra.get("end_to_end", []):
+        print(format_end_to_end(row))
+    for row in extra.get("frames", []):
+        print(f"{os.path.basename(row['path'])}: {row['frames']} frames of {args.frames} in {row['seconds']:.2f} s, "
+              f"{row['frames_per_second']:.1f} frames/s (decoding included), on {row['accelerator']}")
+    rows = rows + [dict(r, kind="end_to_end") for r in extra.get("end_to_end", [])] + [
+        dict(r, kind="frames") for r in extra.get("frames", [])]
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=2)
