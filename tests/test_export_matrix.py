@@ -52,7 +52,9 @@ def test_every_mode_is_builtin_static_and_int8_is_integer(exported):
         sizes[mode] = report.size_bytes
     int8 = check(exported["paths"]["int8"], "npu")
     assert int8.ok and float_tensors(exported["paths"]["int8"]) == [], int8.format()
-    assert int8.inputs[0]["dtype"] == "int8" and int8.outputs[0]["dtype"] == "int8"
+    # The default int8 contract: uint8 camera pixels in (scale 1, zero point 0), uint8 scores out.
+    assert int8.inputs[0]["dtype"] == "uint8" and int8.inputs[0]["quantization"] == [1.0, 0]
+    assert int8.outputs[0]["dtype"] == "uint8"
     # Smaller files show that the weights really are float16 / int8.
     assert sizes["fp16"] < 0.6 * sizes["fp32"]
     assert sizes["dynamic"] < 0.35 * sizes["fp32"] and sizes["int8"] < 0.35 * sizes["fp32"]
