@@ -210,3 +210,29 @@ def test_delegates_are_selectable_and_a_bad_one_is_a_clear_error(exports, tmp_pa
     assert "libvendor_delegate.so" in capsys.readouterr().err
     assert benchmark.main([str(path), "--runs", "1", "--warmup", "0"]) == 0
     assert "on CPU (XNNPACK)" in capsys.readouterr().out
+
+
+def test_end_to_end_timing_and_a_folder_of_frames(exports, tmp_path):
+    from PIL import Image
+
+    from tflite.benchmark import end_to_end, format_end_to_end, segment_folder
+
+    path = exports["paths"]["erfnet", "int8"]
+    row = end_to_end(path, (108, 192), num_threads=1, runs=2, warmup=1)
+    assert row["frame_size"] == [108, 192] and row["input_size"] == [H, W] and row["invoke_ms"] > 0
+    assert row["ratio"] == pytest.approx(row["end_to_end_ms"] / row["invoke_ms"])
+    assert set(row["split_ms"]) == {"preprocess", "inference", "postprocess"}
+    assert "frame -> labels" in format_end_to_end(row) and "192x108" in format_end_to_end(row)
+    frames = [frame(72, 128, seed=s) for s in range(3)]
+    for k, image in enumerate(frames):
+        Image.fromarray(image).save(tmp_path / f"{k:04d}.png")
+    done = segment_folder(path, tmp_path, num_threads=1)
+    assert done["frames"] == 3 and done["frames_per_second"] > 0
+    seg = Segmenter(path, num_threads=1)
+    for labels, image in zip(done["labels"], frames):
+        np.testing.assert_array_equal(labels, seg.predict(image))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="Expected image files"):
+        segment_folder(path, tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="Expected a folder of frames"):
+        segment_folder(path, tmp_path / "missing")
