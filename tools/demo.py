@@ -136,8 +136,9 @@ def main(argv=None) -> int:
         ("Keras fp32 val mIoU", f"{keras_miou:.4f}"),
         ("int8 TFLite val mIoU", f"{int8_miou:.4f}  (drop {drop:+.2f} points; bound {args.max_miou_drop:.1f})"),
         ("int8 vs Keras pixel agreement", f"{100 * agree / max(total, 1):.2f} %"),
-        ("int8 file contract", f"{seg.input_dtype.name} RGB pixels in ({seg.input_format}; normalisation in the "
-                               f"graph), labels out; {len(seg.class_names or [])} class names read from its "
+        ("int8 file contract", (f"{seg.input_dtype.name} RGB pixels in, normalisation in the graph"
+                                if seg.input_format == "pixels" else f"normalised {seg.input_dtype.name} input")
+                               + f", labels out; {len(seg.class_names or [])} class names read from its "
                                f"{seg.metadata_source} metadata"),
         ("model size .keras / int8 .tflite", f"{sizes['keras'] / 2**20:.2f} MiB (with optimizer state) / "
                                              f"{sizes['int8'] / 2**20:.2f} MiB"),
