@@ -4,6 +4,7 @@ and the device runtime resizing frames exactly as training does."""
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -236,3 +237,40 @@ def test_end_to_end_timing_and_a_folder_of_frames(exports, tmp_path):
         segment_folder(path, tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="Expected a folder of frames"):
         segment_folder(path, tmp_path / "missing")
+
+
+def test_litert_hardware_accelerators(exports):
+    path = exports["paths"]["erfnet", "int8"]
+    # In its own process, as on the device: LiteRT's GPU accelerator crashed (SIGSEGV) when compiled inside the
+    # test process, after the other interpreters and conversions there.
+    script = f"""
+import numpy as np
+from kerasseg.data.synthetic import generate_scene
+from tflite.runtime import Segmenter
+image = generate_scene(5, 80, 120)[0]
+interpreter = Segmenter({str(path)!r})
+cpu = Segmenter({str(path)!r}, hardware="cpu")
+assert cpu.accelerator == "LiteRT CompiledModel on CPU", cpu.accelerator
+assert np.array_equal(cpu.logits(image), interpreter.logits(image))
+assert np.array_equal(cpu.predict(image), interpreter.predict(image))
+try:
+    gpu = Segmenter({str(path)!r}, hardware="gpu")
+except ValueError as e:
+    assert "hardware='gpu'" in str(e), e
+    print("GPU refused", e)
+else:
+    assert gpu.accelerator.startswith("LiteRT CompiledModel on GPU"), gpu.accelerator
+    # The GPU computes the quantised graph in float: close, not bit-identical (random weights: many near-ties).
+    print("GPU agreement", np.mean(gpu.predict(image) == interpreter.predict(image)))
+print("OK")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK" in result.stdout
+    if "GPU agreement" in result.stdout:
+        assert float(result.stdout.split("GPU agreement")[1].split()[0]) > 0.8, result.stdout
+    with pytest.raises(ValueError, match=r"Expected hardware to be one of \['cpu', 'gpu'\] or None\. "
+                                         r"Received: hardware='npu'"):
+        Segmenter(path, hardware="npu")
+    with pytest.raises(ValueError, match="Expected either a delegate or a hardware accelerator"):
+        Segmenter(path, hardware="cpu", delegate=path)

@@ -18,8 +18,9 @@ Command line::
 
 Frames in, labels out (`end_to_end`, ``--frame-size 1080 1920``): the device runtime's ``Segmenter.predict`` on a
 camera-sized uint8 frame (decoding excluded; resize, model, up-sampling and argmax included), next to the bare
-``invoke()`` of the same file, with the split between preprocessing, inference and postprocessing. ``--frames DIR``
-segments every image of a folder (a dash-camera sequence) in one call and reports frames per second.
+inference (set input, invoke, get output) of the same file, with the split between preprocessing, inference and
+postprocessing. ``--frames DIR`` segments every image of a folder (a dash-camera sequence) in one call and reports
+frames per second. ``--hardware cpu|gpu`` runs both through LiteRT's ``CompiledModel`` instead of the interpreter.
 """
 
 from __future__ import annotations
@@ -137,11 +138,12 @@ def format_table(rows: list[dict]) -> str:
 
 
 def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int = 20, warmup: int = 3,
-               upsample: str = "bilinear", delegate=None, delegate_options: dict | None = None) -> dict:
-    """Frame -> label map through `runtime.Segmenter.predict`, next to the bare ``invoke()`` of the same file.
+               upsample: str = "bilinear", delegate=None, delegate_options: dict | None = None,
+               hardware: str | None = None) -> dict:
+    """Frame -> label map through `runtime.Segmenter.predict`, next to the bare inference of the same file.
 
-    Both are timed in one process on the same interpreter settings, runs interleaved (one bare invoke, one
-    prediction) so that a shared machine's load hits both alike.
+    Both are timed in one process on the same runtime (``Segmenter.invoke``: set the input, invoke, get the raw
+    output), runs interleaved (one bare inference, one prediction) so that a shared machine's load hits both alike.
 
     Returns:
         dict with ``path``, ``frame_size``, ``input_size``, ``threads``, ``runs``, ``invoke_ms`` (median bare invoke),
@@ -151,17 +153,16 @@ def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int
     height, width = (int(v) for v in frame_size)
     if height < 1 or width < 1:
         raise ValueError(f"Expected a positive frame size (height, width). Received: frame_size={frame_size!r}")
-    seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options)
+    seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options,
+                    hardware=hardware)
     frame = np.random.default_rng(0).integers(0, 256, size=(height, width, 3)).astype(np.uint8)
     model_input = seg.preprocess(frame)
-    input_index = seg.interpreter.get_input_details()[0]["index"]
     for _ in range(warmup):
         seg.predict(frame, upsample=upsample)
     invoke, total, split = [], [], {"preprocess": [], "inference": [], "postprocess": []}
     for _ in range(runs):
-        seg.interpreter.set_tensor(input_index, model_input)
         t = time.perf_counter()
-        seg.interpreter.invoke()
+        seg.invoke(model_input)
         invoke.append(1e3 * (time.perf_counter() - t))
         t = time.perf_counter()
         seg.predict(frame, upsample=upsample)
@@ -176,7 +177,7 @@ def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int
 
 
 def segment_folder(path, folder, *, num_threads: int = 2, upsample: str = "bilinear", delegate=None,
-                   delegate_options: dict | None = None) -> dict:
+                   delegate_options: dict | None = None, hardware: str | None = None) -> dict:
     """Segments every image of ``folder`` (sorted by name) in one call; decoding is included, as on a recorder.
 
     Returns:
@@ -189,7 +190,8 @@ def segment_folder(path, folder, *, num_threads: int = 2, upsample: str = "bilin
     if not names:
         raise ValueError(f"Expected image files (.png, .jpg, .jpeg, .bmp) in the frames folder. Received: none in "
                          f"{folder!r}")
-    seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options)
+    seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options,
+                    hardware=hardware)
     start = time.perf_counter()
     labels = [seg.predict(load_image(os.path.join(folder, n)), upsample=upsample) for n in names]
     seconds = time.perf_counter() - start
@@ -204,8 +206,8 @@ def format_end_to_end(row: dict) -> str:
     ih, iw = row["input_size"]
     return (f"{os.path.basename(row['path'])}: {w}x{h} frame -> {iw}x{ih} model -> {w}x{h} labels "
             f"({row['upsample']} up-sampling), {row['threads']} threads, on {row['accelerator']}\n"
-            f"  bare invoke     {row['invoke_ms']:.1f} ms (median of {row['runs']})\n"
-            f"  frame -> labels {row['end_to_end_ms']:.1f} ms = x{row['ratio']:.2f} the invoke (preprocess "
+            f"  bare inference  {row['invoke_ms']:.1f} ms (median of {row['runs']})\n"
+            f"  frame -> labels {row['end_to_end_ms']:.1f} ms = x{row['ratio']:.2f} the bare inference (preprocess "
             f"{split['preprocess']:.1f}, inference {split['inference']:.1f}, postprocess {split['postprocess']:.1f})")
 
 
@@ -227,6 +229,9 @@ def main(argv=None) -> int:
     parser.add_argument("--upsample", choices=["bilinear", "nearest"], default="bilinear",
                         help="the runtime's up-sampling for --frame-size / --frames (default bilinear)")
     parser.add_argument("--frames", help="segment every image of this folder in one call and report frames/s")
+    parser.add_argument("--hardware", choices=["cpu", "gpu"], default=None,
+                        help="--frame-size / --frames through LiteRT's CompiledModel on this accelerator (gpu keeps "
+                             "the CPU as fallback) instead of the interpreter")
     args = parser.parse_args(argv)
     try:
         options = parse_delegate_options(args.delegate_option)
@@ -236,12 +241,13 @@ def main(argv=None) -> int:
         if args.frame_size:
             extra["end_to_end"] = [end_to_end(p, args.frame_size, num_threads=args.threads, runs=args.runs,
                                               warmup=args.warmup, upsample=args.upsample, delegate=args.delegate,
-                                              delegate_options=options) for p in args.models]
+                                              delegate_options=options, hardware=args.hardware)
+                                   for p in args.models]
         if args.frames:
             extra["frames"] = []
             for p in args.models:
                 done = segment_folder(p, args.frames, num_threads=args.threads, upsample=args.upsample,
-                                      delegate=args.delegate, delegate_options=options)
+                                      delegate=args.delegate, delegate_options=options, hardware=args.hardware)
                 done.pop("labels")
                 extra["frames"].append(dict(done, path=p))
     except (FileNotFoundError, ValueError) as e:

@@ -50,6 +50,9 @@ __all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", 
 
 _HEADS = ("logits", "probabilities", "labels")
 ASPECTS = ("stretch", "letterbox")
+# LiteRT hardware accelerators for `CompiledModel`; the GPU one always keeps the CPU as fallback, since LiteRT
+# refuses a GPU-only compilation of a graph with operators the GPU cannot run.
+HARDWARE = ("cpu", "gpu")
 # The fields of the embedded record and of the sidecar that must agree when a model has both.
 _AGREEING_FIELDS = ("num_classes", "input_shape", "mean", "std", "class_names", "ignore_label")
 _AGREEING_EXPORT_FIELDS = ("output", "input_format", "input_dtype", "output_dtype", "input_quantization",
@@ -264,6 +267,9 @@ class Segmenter:
         delegate: path of a LiteRT external delegate library (`external_delegate`); ``None`` runs on the CPU
             (XNNPACK).
         delegate_options: the delegate's options.
+        hardware: ``None`` (default: the interpreter with XNNPACK), or ``"cpu"`` / ``"gpu"`` to run through LiteRT's
+            ``CompiledModel`` with that hardware accelerator (``"gpu"`` with the CPU as fallback for the operators
+            the GPU does not take). Not combined with ``delegate``.
 
     Attributes:
         input_size: ``(height, width)`` of the model input.
@@ -278,7 +284,7 @@ class Segmenter:
     """
 
     def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None, aspect: str = "stretch",
-                 delegate=None, delegate_options: dict | None = None):
+                 delegate=None, delegate_options: dict | None = None, hardware: str | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = os.fspath(model_path)
@@ -288,6 +294,12 @@ class Segmenter:
             raise ValueError(f"Expected num_threads to be a positive integer. Received: num_threads={num_threads!r}")
         if aspect not in ASPECTS:
             raise ValueError(f"Expected aspect to be one of {list(ASPECTS)}. Received: aspect={aspect!r}")
+        if hardware is not None and hardware not in HARDWARE:
+            raise ValueError(f"Expected hardware to be one of {list(HARDWARE)} or None. Received: "
+                             f"hardware={hardware!r}")
+        if hardware is not None and delegate is not None:
+            raise ValueError(f"Expected either a delegate or a hardware accelerator. Received: delegate={delegate!r} "
+                             f"and hardware={hardware!r}")
         self.aspect = aspect
         with open(model_path, "rb") as f:
             model_bytes = f.read()
@@ -350,6 +362,7 @@ class Segmenter:
                                  f"[height, width]. Received: host_upsample={upsample!r} for output "
                                  f"{self.output!r} ({metadata_path!r})")
             self.host_upsample = (int(size[0]), int(size[1]))
+        self._compiled = self._compile(model_bytes, hardware) if hardware is not None else None
         self.timings: dict[str, float] = {}
 
     @staticmethod
@@ -386,6 +399,33 @@ class Segmenter:
             raise ValueError(f"Expected the label file embedded in {model_path!r} to list the metadata's class "
                              f"names {meta['class_names']}. Received: {labels}")
         return meta, ("embedded" if embedded is not None else metadata_path)
+
+    def _compile(self, model_bytes: bytes, hardware: str):
+        """A LiteRT ``CompiledModel`` of the file on ``hardware``, with its input and output buffers."""
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+
+        accel = HardwareAccelerator.CPU if hardware == "cpu" else HardwareAccelerator.GPU | HardwareAccelerator.CPU
+        try:
+            compiled = CompiledModel.from_buffer(model_bytes, hardware_accel=accel)
+            buffers = compiled.create_input_buffers(0), compiled.create_output_buffers(0)
+        except RuntimeError as e:
+            raise ValueError(f"Expected LiteRT to compile the model for hardware={hardware!r}. Received: {e}") from None
+        fallback = "" if compiled.is_fully_accelerated() else ", operators it does not take on the CPU"
+        self.accelerator = f"LiteRT CompiledModel on {hardware.upper()}{fallback if hardware == 'gpu' else ''}"
+        return compiled, buffers
+
+    def invoke(self, model_input: np.ndarray) -> np.ndarray:
+        """The raw output tensor (without its batch axis) of one inference on a preprocessed input."""
+        if self._compiled is None:
+            self.interpreter.set_tensor(self._input["index"], model_input)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output["index"])[0]
+        compiled, (inputs, outputs) = self._compiled
+        inputs[0].write(np.ascontiguousarray(model_input))
+        compiled.run_by_index(0, inputs, outputs)
+        shape = tuple(int(d) for d in self._output["shape"])
+        return np.asarray(outputs[0].read(int(np.prod(shape)), self.output_dtype)).reshape(shape)[0]
 
     @staticmethod
     def _quantization(detail):
@@ -432,9 +472,7 @@ class Segmenter:
 
     def run(self, model_input: np.ndarray) -> np.ndarray:
         """Invokes the model on a preprocessed input; float32 scores ``(h, w, K)`` or labels ``(h, w)``."""
-        self.interpreter.set_tensor(self._input["index"], model_input)
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._output["index"])[0]
+        raw = self.invoke(model_input)
         if self._out_q is not None:
             scale, zero_point = self._out_q
             return (raw.astype(np.float32) - np.float32(zero_point)) * scale
@@ -547,6 +585,9 @@ def main(argv=None) -> int:
                                            "it does not take run on the CPU")
     parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of --delegate (repeatable)")
+    parser.add_argument("--hardware", choices=HARDWARE, default=None,
+                        help="run through LiteRT's CompiledModel on this accelerator (gpu keeps the CPU as fallback) "
+                             "instead of the interpreter")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     parser.add_argument("--runs", type=int, default=1, help="time this many predictions (after one warm-up)")
     args = parser.parse_args(argv)
@@ -554,7 +595,8 @@ def main(argv=None) -> int:
         parser.error(f"Expected --runs >= 1. Received: --runs={args.runs}")
     try:
         segmenter = Segmenter(args.model, num_threads=args.threads, metadata_path=args.metadata, aspect=args.aspect,
-                              delegate=args.delegate, delegate_options=parse_delegate_options(args.delegate_option))
+                              delegate=args.delegate, delegate_options=parse_delegate_options(args.delegate_option),
+                              hardware=args.hardware)
         image = load_image(args.image)
         labels = segmenter.predict(image)  # warm-up: the first invoke also plans memory
         totals = []

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "rows run on (operators it does not take run on the CPU)")
     p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of --delegate (repeatable)")
+    p.add_argument("--hardware", choices=["cpu", "gpu"], default=None,
+                   help="with --device-runtime: run the runtime rows through LiteRT's CompiledModel on this "
+                        "accelerator (gpu keeps the CPU as fallback)")
     p.add_argument("--output-dir", default=None, help="keep the exported models here (default: a temporary folder)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     return p
@@ -84,9 +87,9 @@ def main(argv=None) -> int:
     from kerasseg.export.datasets import export_data
 
     frame_runtime = None
-    if args.delegate and not args.device_runtime:
-        parser.error("Expected --delegate with --device-runtime (the runtime rows run on it). Received: --delegate "
-                     "alone")
+    if (args.delegate or args.hardware) and not args.device_runtime:
+        parser.error("Expected --delegate / --hardware with --device-runtime (the runtime rows run on them). "
+                     "Received: them alone")
     if args.device_runtime:
         from tflite.runtime import Segmenter, parse_delegate_options
 
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         except ValueError as e:
             parser.error(str(e))
         frame_runtime = lambda path: Segmenter(path, num_threads=args.threads, delegate=args.delegate,  # noqa: E731
-                                               delegate_options=options).predict
+                                               delegate_options=options, hardware=args.hardware).predict
 
     try:
         model = kerasseg.load_model(args.model)
