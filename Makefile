@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# MediaPipe, the client the tests run exports with, cannot share the main environment (see its requirements file).
+MP_VENV  ?= .venv-mediapipe
+MP_REQS  := tests/clients/mediapipe-requirements.txt
+MP_STAMP := $(MP_VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
@@ -21,10 +25,16 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+$(MP_STAMP): $(MP_REQS)
+	test -x $(MP_VENV)/bin/python || $(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MP_VENV)/bin/python -m pip install -q -r $(MP_REQS)
+	touch $(MP_STAMP)
+
 demo: $(STAMP)
 	$(PY) tools/demo.py --output-dir runs/demo
 
-test: $(STAMP)
+test: $(STAMP) $(MP_STAMP)
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
@@ -34,4 +44,4 @@ test-heavy: $(STAMP)
 	$(PY) -m pytest -m heavy
 
 clean:
-	rm -rf runs build *.egg-info .pytest_cache
+	rm -rf $(MP_VENV) runs build *.egg-info .pytest_cache

@@ -58,7 +58,7 @@ def test_int8_passes_every_target(converted):
         assert report.ok, report.format()
     report = check(converted["int8"], "npu")
     assert report.is_integer and report.float_tensors == []
-    assert report.inputs[0]["dtype"] == "int8" and report.inputs[0]["quantization"][0] > 0
+    assert report.inputs[0]["dtype"] == "uint8" and report.inputs[0]["quantization"] == [1.0, 0]
     assert "target npu: PASS" in report.format()
 
 
@@ -166,14 +166,14 @@ def test_depthwise_multiplier_on_several_channels_fails_the_gpu():
     # One input channel with a multiplier is fine.
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, depth_multiplier=4, padding="same")(inputs))
-    assert check(convert_to_tflite(model, verbose=False), "gpu").ok
+    assert check(convert_to_tflite(model, verbose=False, input_format="normalized"), "gpu").ok
 
 
 def test_unsupported_operator_fails_the_gpu():
     inputs = keras.Input((8, 8, 4))
     # REVERSE_V2 is a builtin operator without a GPU kernel: the CPU target passes, the GPU one does not.
     out = keras.layers.Lambda(lambda x: tf.reverse(x, axis=[2]), output_shape=(8, 8, 4))(inputs)
-    data = convert_to_tflite(keras.Model(inputs, out), verbose=False)
+    data = convert_to_tflite(keras.Model(inputs, out), verbose=False, input_format="normalized")
     assert check(data, "cpu").ok
     report = check(data, "gpu")
     assert [(f.op, f.message) for f in report.failures] == [

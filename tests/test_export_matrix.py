@@ -52,7 +52,9 @@ def test_every_mode_is_builtin_static_and_int8_is_integer(exported):
         sizes[mode] = report.size_bytes
     int8 = check(exported["paths"]["int8"], "npu")
     assert int8.ok and float_tensors(exported["paths"]["int8"]) == [], int8.format()
-    assert int8.inputs[0]["dtype"] == "int8" and int8.outputs[0]["dtype"] == "int8"
+    # The default int8 contract: uint8 camera pixels in (scale 1, zero point 0), uint8 scores out.
+    assert int8.inputs[0]["dtype"] == "uint8" and int8.inputs[0]["quantization"] == [1.0, 0]
+    assert int8.outputs[0]["dtype"] == "uint8"
     # Smaller files show that the weights really are float16 / int8.
     assert sizes["fp16"] < 0.6 * sizes["fp32"]
     assert sizes["dynamic"] < 0.35 * sizes["fp32"] and sizes["int8"] < 0.35 * sizes["fp32"]
@@ -124,7 +126,7 @@ def test_int8_unpooling_is_integer_gpu_compatible_and_exact(tmp_path, low, high)
     calibration = rng.uniform(low, high, size=(8, 16, 16, 4)).astype(np.float32)
     # target="gpu": the conversion itself refuses a model that breaks the GPU delegate's rules.
     path = to_tflite(model, tmp_path / "unpool.tflite", "int8", representative_data=calibration,
-                     num_calibration_samples=8, target="gpu", verbose=False)
+                     num_calibration_samples=8, target="gpu", verbose=False, input_format="normalized")
     report = check(path, "npu")
     assert report.ok and report.float_tensors == [], report.format()
     assert check(path, "gpu").ok

@@ -118,8 +118,9 @@ def test_int8_full_integer_agrees_with_keras(trained, tmp_path, capsys):
                      num_calibration_samples=24)
     assert "calibrating 24/24" in capsys.readouterr().err
     details = io_details(path)
-    assert details["input_dtype"] == "int8" and details["output_dtype"] == "int8"
-    assert details["input_quantization"] is not None and details["output_quantization"] is not None
+    # The default int8 contract: camera pixels in (uint8, scale 1, zero point 0), quantised scores out.
+    assert details["input_dtype"] == "uint8" and details["output_dtype"] == "uint8"
+    assert details["input_quantization"] == [1.0, 0] and details["output_quantization"] is not None
     assert float_tensors(path) == []
     ops = tflite_ops(path)
     assert custom_ops(path) == [] and not EDGE_HOSTILE_OPS & set(ops)
@@ -140,7 +141,7 @@ def test_int8_full_integer_agrees_with_keras(trained, tmp_path, capsys):
     assert abs(report["miou_drop"]) < 5.0
     assert 0 < report["max_abs_logit_error"] < 5.0
     sidecar = read_sidecar(path).extra["export"]
-    assert sidecar["mode"] == "int8" and sidecar["input_dtype"] == "int8"
+    assert sidecar["mode"] == "int8" and sidecar["input_dtype"] == "uint8" and sidecar["input_format"] == "pixels"
     assert sidecar["input_quantization"] == pytest.approx(list(details["input_quantization"]))
 
 
@@ -284,7 +285,7 @@ def test_sidecar_content(random_model, tmp_path):
     assert meta.mean == list(MEAN) and meta.std == list(STD)
     assert meta.extra["training"] == {"epochs": 3}
     assert meta.extra["export"] == {
-        "format": "tflite", "mode": "fp32", "output": "logits", "input_dtype": "float32",
+        "format": "tflite", "mode": "fp32", "output": "logits", "input_format": "pixels", "input_dtype": "float32",
         "output_dtype": "float32", "input_shape": [1, H, W, 3], "output_shape": [1, H, W, 4],
         "input_quantization": None, "output_quantization": None, "host_upsample": None, "target": None}
     # The export record goes to the file, not into the caller's objects.

@@ -153,6 +153,25 @@ def test_a_ready_qat_file_is_scored_with_its_bound(colours, result):
         parity(model, list(zip(x_val, y_val)), variants=["fp32"], files={"qat": "missing.tflite"})
 
 
+def test_device_runtime_scores_full_size_frames(colours, result):
+    from tflite.runtime import Segmenter
+
+    model, _ = colours
+    x_val, y_val = _scenes(6, 1)
+    # Frames twice the model's size: the harness resizes them with tf.image.resize, the runtime with its own resize.
+    big = [(np.repeat(np.repeat(x, 2, 0), 2, 1), np.repeat(np.repeat(y, 2, 0), 2, 1)) for x, y in zip(x_val, y_val)]
+    int8 = result.row("int8").path
+    res = parity(model, big, variants=[], files={"qat": int8}, latency_runs=2, verbose=False,
+                 frame_runtime=lambda path: Segmenter(path, num_threads=1).predict)
+    assert [r.name for r in res.rows] == ["keras", "tflite-int8-qat", "runtime-qat"]
+    library, device = res.row("tflite-int8-qat"), res.row("runtime-qat")
+    assert device.variant == "qat" and device.path == int8 and device.latency_ms > 0
+    assert device.bound == MIOU_BOUNDS["qat"] and not math.isfinite(device.max_logit_error)
+    # The same file on the same frames: only the resize (and the runtime's rounding to uint8 pixels) differ.
+    assert abs(device.miou - library.miou) < 0.01 and device.pixel_agreement > 0.97
+    assert "runtime-qat" in res.format() and "nan" not in res.format().split("\n")[3]
+
+
 def test_bad_arguments(colours):
     model, x_train = colours
     data = [_scenes(1, 4)]

@@ -68,6 +68,9 @@ def test_int8_file_on_the_device_runtime_agrees_with_keras(model):
     files = kerasseg.pretrained_files("erfnet_camvid")
     seg = Segmenter(files["tflite_int8"], num_threads=2)
     assert seg.input_size == (360, 480) and seg.num_classes == 11 and list(seg.class_names) == list(camvid.CLASS_NAMES)
+    # The file describes itself (standard TFLite metadata, the sidecar's record) and keeps the QAT file's
+    # normalised-input contract.
+    assert seg.metadata_source == "embedded" and seg.input_format == "normalized"
     images, labels, real = _frames(4)
     meta = model.kerasseg_metadata
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)

@@ -245,6 +245,11 @@ def _qat_int8(name, tmp_path, steps=1):
     assert details["output_shape"] == [1, *model.outputs[0].shape[1:]]
     meta = read_sidecar(path)
     assert meta.extra["export"]["quantization"] == "qat" and meta.model_name == name
+    # The QAT file keeps the normalised-input contract and describes itself like every export.
+    from tflite.metadata import read_record
+
+    assert read_record(open(path, "rb").read()) == meta.to_dict()
+    assert meta.extra["export"]["input_format"] == "normalized"
     return model, qat_model, path, ops
 
 

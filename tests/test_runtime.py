@@ -50,12 +50,12 @@ def normalised(model, pixels):
     return normalize_np(pixels, meta.mean, meta.std)[None]
 
 
-def test_reads_the_sidecar(exported):
+def test_reads_the_metadata(exported):
     seg = Segmenter(exported["paths"]["int8", "probabilities"], num_threads=1)
-    assert seg.input_size == (H, W) and seg.num_classes == K
+    assert seg.input_size == (H, W) and seg.num_classes == K and seg.metadata_source == "embedded"
     assert seg.class_names == ["void", "red", "green", "blue"]
     assert seg.palette.tolist() == PALETTE and seg.palette.dtype == np.uint8
-    assert seg.output == "probabilities" and seg.input_dtype == np.int8
+    assert seg.output == "probabilities" and seg.input_dtype == np.uint8 and seg.input_format == "pixels"
     np.testing.assert_allclose(seg.mean, exported["model"].kerasseg_metadata.mean)
 
 
@@ -64,9 +64,11 @@ def test_fp32_preprocess_and_logits_match_keras(exported):
     seg = Segmenter(exported["paths"]["fp32", "logits"])
     pixels = image()
     x = seg.preprocess(pixels)
+    # Pixels in: the normalisation is in the graph.
     assert x.shape == (1, H, W, 3) and x.dtype == np.float32
-    np.testing.assert_allclose(x, normalised(model, pixels), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(seg.logits(pixels), model(x, training=False).numpy()[0], atol=1e-4)
+    np.testing.assert_array_equal(x[0], pixels)
+    np.testing.assert_allclose(seg.logits(pixels), model(normalised(model, pixels), training=False).numpy()[0],
+                               atol=1e-4)
     # A PIL image goes through the same path.
     np.testing.assert_array_equal(seg.preprocess(Image.fromarray(pixels)), x)
 
@@ -77,10 +79,9 @@ def test_int8_input_is_quantised_like_the_library(exported):
     lite = TFLiteModel(path)
     pixels = image(seed=1)
     x = seg.preprocess(pixels)
-    assert x.dtype == np.int8
-    scale, zero_point = lite.input_quantization
-    expected = np.clip(np.round(normalised(exported["model"], pixels) / scale) + zero_point, -128, 127)
-    np.testing.assert_array_equal(x, expected.astype(np.int8))
+    # The frame's bytes are the model input: uint8, scale 1, zero point 0.
+    assert x.dtype == np.uint8 and lite.input_quantization == [1.0, 0]
+    np.testing.assert_array_equal(x[0], pixels)
     # Dequantised scores and labels equal the library's at the model resolution.
     np.testing.assert_allclose(seg.logits(pixels), lite(normalised(exported["model"], pixels))[0], atol=1e-6)
     np.testing.assert_array_equal(seg.predict(pixels), lite.predict_labels(normalised(exported["model"], pixels))[0])
@@ -179,9 +180,14 @@ def test_default_palette_is_distinct():
 
 
 def test_missing_or_inconsistent_sidecar(exported, tmp_path):
+    from ai_edge_litert.tools import flatbuffer_utils
+
     src = exported["paths"]["fp32", "logits"]
     lonely = tmp_path / "lonely.tflite"
-    lonely.write_bytes(open(src, "rb").read())
+    # A file from before the embedded metadata: the flatbuffer without its metadata entry.
+    tree = flatbuffer_utils.read_model_from_bytearray(bytearray(open(src, "rb").read()))
+    tree.metadata = [m for m in tree.metadata if m.name not in (b"TFLITE_METADATA", "TFLITE_METADATA")]
+    lonely.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(tree)))
     with pytest.raises(FileNotFoundError, match="lonely.json"):
         Segmenter(lonely)
     with open(os.path.splitext(src)[0] + ".json") as f:
@@ -289,7 +295,7 @@ def test_host_upsample_int8(upsampling_model, tmp_path):
     seg = Segmenter(path)
     pixels = image(seed=11)
     keras_labels = np.argmax(model(normalised(model, pixels), training=False).numpy()[0], -1)
-    assert seg.input_dtype == np.int8 and np.mean(seg.predict(pixels) == keras_labels) > 0.9
+    assert seg.input_dtype == np.uint8 and np.mean(seg.predict(pixels) == keras_labels) > 0.9
 
 
 def test_bad_host_upsample_record(upsampling_model, tmp_path):
@@ -319,7 +325,7 @@ def test_benchmark_library(exported):
     paths = [exported["paths"]["fp32", "logits"], exported["paths"]["int8", "logits"]]
     rows = benchmark(paths, num_threads=1, runs=3, warmup=1)
     assert [r["path"] for r in rows] == [str(p) for p in paths]
-    assert rows[0]["speedup"] == 1.0 and rows[1]["input_dtype"] == "int8"
+    assert rows[0]["speedup"] == 1.0 and rows[1]["input_dtype"] == "uint8"
     assert all(r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["runs"] == 3 for r in rows)
     assert rows[1]["speedup"] == pytest.approx(rows[0]["median_ms"] / rows[1]["median_ms"])
     table = format_table(rows)
@@ -347,7 +353,7 @@ print("HEAVY", heavy)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HEAVY []" in result.stdout and "speed-up" in result.stdout
     rows = json.loads(out_json.read_text())
-    assert len(rows) == 3 and rows[0]["speedup"] == 1.0 and rows[2]["input_dtype"] == "int8"
+    assert len(rows) == 3 and rows[0]["speedup"] == 1.0 and rows[2]["input_dtype"] == "uint8"
     missing = subprocess.run([sys.executable, os.path.join(ROOT, "tflite", "benchmark.py"),
                               str(tmp_path / "missing.tflite")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "missing.tflite" in missing.stderr

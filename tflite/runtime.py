@@ -1,10 +1,20 @@
 #!/usr/bin/env python
 """Device-side runtime for kerasseg ``.tflite`` models: numpy, Pillow and LiteRT (``ai_edge_litert``) only.
 
-Copy this file to the device together with ``model.tflite`` and its sidecar ``model.json``; nothing else from
-kerasseg (and no TensorFlow) is needed. The sidecar carries the preprocessing the model was trained with (input size,
-mean and std), the label semantics (class names, palette, ignore label) and the export record (output head and
-quantisation), so the runtime never guesses. Models exported with ``host_upsample`` output logits at the model's
+Copy this file and ``metadata.py`` to the device together with ``model.tflite``; nothing else from kerasseg (and no
+TensorFlow) is needed. The model file describes itself with standard TFLite metadata (`metadata.read_record`): the
+preprocessing the model was trained with (input size, mean and std, input contract), the label semantics (class
+names, palette, ignore label) and the export record (output head and quantisation), so the runtime never guesses.
+Files exported before the metadata existed are described by their JSON sidecar ``model.json``; when a file has both,
+they must agree.
+
+Frames in, labels out: a frame (uint8 RGB, any size) is resized to the model input exactly as training and
+evaluation resize images (``tf.image.resize`` bilinear: half-pixel centres, no antialiasing; `resize_bilinear`),
+either stretched to the input size (``aspect="stretch"``, what training does) or scaled to fit and padded with the
+mean colour (``aspect="letterbox"``, which keeps the proportions; the padding is cropped from the output). Models
+exported with pixel input (the default) take the resized pixels as they are: uint8 for int8 models, so a frame
+already at the model's size goes in without any float work; older normalised-input files get the normalisation
+(and quantisation) applied here. Models exported with ``host_upsample`` output logits at the model's
 reduced resolution; the sidecar records the bilinear resize the runtime then applies on the host before the argmax.
 
 Library use::
@@ -29,9 +39,24 @@ import time
 import numpy as np
 from PIL import Image
 
-__all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "main"]
+try:
+    from .metadata import read_labels, read_record
+except ImportError:  # run as a script: metadata.py sits beside this file (also on the device)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from metadata import read_labels, read_record
+
+__all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "letterbox_box",
+           "external_delegate", "parse_delegate_options", "ASPECTS", "main"]
 
 _HEADS = ("logits", "probabilities", "labels")
+ASPECTS = ("stretch", "letterbox")
+# LiteRT hardware accelerators for `CompiledModel`; the GPU one always keeps the CPU as fallback, since LiteRT
+# refuses a GPU-only compilation of a graph with operators the GPU cannot run.
+HARDWARE = ("cpu", "gpu")
+# The fields of the embedded record and of the sidecar that must agree when a model has both.
+_AGREEING_FIELDS = ("num_classes", "input_shape", "mean", "std", "class_names", "ignore_label")
+_AGREEING_EXPORT_FIELDS = ("output", "input_format", "input_dtype", "output_dtype", "input_quantization",
+                           "output_quantization", "host_upsample")
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -129,39 +154,95 @@ def overlay(image, labels, palette, alpha: float = 0.5, ignore_label: int | None
     return out
 
 
-def _interpolation_matrix(out_size: int, in_size: int) -> np.ndarray:
-    """``(out_size, in_size)`` weights of half-pixel-centred linear interpolation, edges clamped."""
-    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
-    src = np.clip(src, 0.0, in_size - 1)
-    low = np.floor(src).astype(np.int64)
-    high = np.minimum(low + 1, in_size - 1)
-    frac = src - low
-    weights = np.zeros((out_size, in_size), np.float64)
-    rows = np.arange(out_size)
-    np.add.at(weights, (rows, low), 1.0 - frac)
-    np.add.at(weights, (rows, high), frac)
-    return weights.astype(np.float32)
+def _taps(out_size: int, in_size: int):
+    """Source rows / columns and weights of half-pixel-centred linear interpolation, edges clamped.
 
-
-def resize_bilinear(scores, size) -> np.ndarray:
-    """Bilinear resize of ``(h, w, C)`` float scores to ``size = (height, width)``.
-
-    Half-pixel centres and clamped edges, the convention of ``tf.image.resize`` and of Keras' bilinear
-    ``UpSampling2D`` / ``Resizing``, so scores of a model exported with ``host_upsample`` up-sample here exactly as
-    the Keras model's own last layer would (to float32 rounding). Computed as two small matrix products.
+    The arithmetic of TensorFlow's ``ResizeBilinear`` kernel (``half_pixel_centers=True``), in float32 as there.
     """
-    scores = np.asarray(scores, np.float32)
-    if scores.ndim != 3:
-        raise ValueError(f"Expected scores of shape (h, w, C). Received: scores of shape {scores.shape}")
+    scale = np.float32(in_size / out_size)
+    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    low = np.floor(src)
+    frac = (src - low).astype(np.float32)
+    low = low.astype(np.int64)
+    return np.clip(low, 0, in_size - 1), np.clip(low + 1, 0, in_size - 1), frac
+
+
+def resize_bilinear(array, size) -> np.ndarray:
+    """Bilinear resize of an ``(h, w, C)`` array (uint8 pixels or float scores) to ``size = (height, width)``.
+
+    What ``tf.image.resize(array, size, "bilinear")`` computes (half-pixel centres, clamped edges, no antialiasing
+    when shrinking), which is how training and evaluation resize images and how Keras' bilinear ``UpSampling2D`` /
+    ``Resizing`` resize logits; Pillow's BILINEAR instead averages over the whole footprint when it shrinks. NumPy
+    has no image resize, so it is written here: two gathers and two linear interpolations per axis, horizontal
+    first as in TensorFlow's kernel, on the rows that are needed only.
+
+    Returns:
+        float32 ``(height, width, C)``.
+    """
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(f"Expected an array of shape (h, w, C). Received: an array of shape {array.shape}")
     height, width = (int(v) for v in size)
     if height < 1 or width < 1:
         raise ValueError(f"Expected a positive (height, width). Received: size={size!r}")
-    if scores.shape[:2] == (height, width):
-        return scores
-    rows = _interpolation_matrix(height, scores.shape[0])
-    cols = _interpolation_matrix(width, scores.shape[1])
-    out = np.tensordot(rows, scores, axes=(1, 0))               # (height, w, C)
-    return np.einsum("xw,hwc->hxc", cols, out, optimize=True)   # (height, width, C)
+    if array.shape[:2] == (height, width):
+        return array.astype(np.float32, copy=False)
+    top, bottom, y_frac = _taps(height, array.shape[0])
+    left, right, x_frac = _taps(width, array.shape[1])
+    x_frac = x_frac[None, :, None]
+
+    def horizontal(rows):
+        rows = array[rows]
+        lo, hi = rows[:, left].astype(np.float32), rows[:, right].astype(np.float32)
+        return lo + (hi - lo) * x_frac
+
+    upper, lower = horizontal(top), horizontal(bottom)
+    return upper + (lower - upper) * y_frac[:, None, None]
+
+
+def letterbox_box(image_size, input_size) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of an image of ``image_size`` scaled to fit ``input_size``, centred."""
+    (h, w), (height, width) = image_size, input_size
+    scale = min(height / h, width / w)
+    inner_h, inner_w = max(1, min(height, round(h * scale))), max(1, min(width, round(w * scale)))
+    return (height - inner_h) // 2, (width - inner_w) // 2, inner_h, inner_w
+
+
+def external_delegate(library, options: dict | None = None):
+    """Loads a LiteRT external delegate (e.g. a vendor NPU or GPU delegate library) with its options.
+
+    Operators the delegate does not take stay on the CPU (LiteRT partitions the graph), so a model always runs.
+
+    Args:
+        library: path of the delegate's shared library (``.so``).
+        options: the delegate's string options, e.g. ``{"backend_type": "htp"}``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the library does not load as a LiteRT delegate (LiteRT's own reason is included).
+    """
+    from ai_edge_litert.interpreter import load_delegate
+
+    library = os.fspath(library)
+    if not os.path.isfile(library):
+        raise FileNotFoundError(f"Expected an existing delegate library file. Received: delegate={library!r}")
+    options = {str(k): str(v) for k, v in (options or {}).items()}
+    try:
+        return load_delegate(library, options)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"Expected a LiteRT external delegate library that loads with options {options}. Received: "
+                         f"delegate={library!r}, which fails: {e}") from None
+
+
+def parse_delegate_options(items) -> dict:
+    """``["key=value", ...]`` (command-line ``--delegate-option``) as a dict."""
+    options = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise ValueError(f"Expected delegate options as KEY=VALUE. Received: {item!r}")
+        options[key] = value
+    return options
 
 
 def load_image(path) -> np.ndarray:
@@ -179,33 +260,51 @@ class Segmenter:
     Args:
         model_path: the ``.tflite`` file.
         num_threads: LiteRT CPU threads.
-        metadata_path: the sidecar JSON; ``model_path`` with a ``.json`` extension by default.
+        metadata_path: the sidecar JSON; ``model_path`` with a ``.json`` extension by default. Optional for files
+            with embedded metadata (then checked against it), required for older files.
+        aspect: ``"stretch"`` (default; what training and evaluation do) or ``"letterbox"`` (keep the frame's
+            proportions, pad with the mean colour, crop the padding from the output).
+        delegate: path of a LiteRT external delegate library (`external_delegate`); ``None`` runs on the CPU
+            (XNNPACK).
+        delegate_options: the delegate's options.
+        hardware: ``None`` (default: the interpreter with XNNPACK), or ``"cpu"`` / ``"gpu"`` to run through LiteRT's
+            ``CompiledModel`` with that hardware accelerator (``"gpu"`` with the CPU as fallback for the operators
+            the GPU does not take). Not combined with ``delegate``.
 
     Attributes:
         input_size: ``(height, width)`` of the model input.
-        num_classes, class_names, palette (``(K, 3)`` uint8), ignore_label, mean, std: from the sidecar.
+        num_classes, class_names, palette (``(K, 3)`` uint8), ignore_label, mean, std: from the metadata.
+        input_format: ``"pixels"`` (the model normalises in its graph) or ``"normalized"`` (older files).
+        accelerator: where the model runs, in words (the delegate, with the CPU as fallback, or the CPU).
+        metadata_source: ``"embedded"`` or the sidecar's path.
         output: the model head, ``"logits"``, ``"probabilities"`` or ``"labels"``.
         host_upsample: ``(height, width)`` the logits are up-sampled to on the host (models exported with
             ``host_upsample``), or ``None``.
         timings: milliseconds spent in ``preprocess``, ``inference`` and ``postprocess`` by the last `predict`.
     """
 
-    def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None):
+    def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None, aspect: str = "stretch",
+                 delegate=None, delegate_options: dict | None = None, hardware: str | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = os.fspath(model_path)
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"Expected an existing .tflite model file. Received: model_path={model_path!r}")
-        metadata_path = os.fspath(metadata_path) if metadata_path is not None else (
-            os.path.splitext(model_path)[0] + ".json")
-        if not os.path.isfile(metadata_path):
-            raise FileNotFoundError(f"Expected the model's metadata sidecar (written by the exporter next to the "
-                                    f"model). Received: no file metadata_path={metadata_path!r}")
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"Expected num_threads to be a positive integer. Received: num_threads={num_threads!r}")
+        if aspect not in ASPECTS:
+            raise ValueError(f"Expected aspect to be one of {list(ASPECTS)}. Received: aspect={aspect!r}")
+        if hardware is not None and hardware not in HARDWARE:
+            raise ValueError(f"Expected hardware to be one of {list(HARDWARE)} or None. Received: "
+                             f"hardware={hardware!r}")
+        if hardware is not None and delegate is not None:
+            raise ValueError(f"Expected either a delegate or a hardware accelerator. Received: delegate={delegate!r} "
+                             f"and hardware={hardware!r}")
+        self.aspect = aspect
+        with open(model_path, "rb") as f:
+            model_bytes = f.read()
+        meta, metadata_path = self._read_metadata(model_bytes, model_path, metadata_path)
         try:
-            with open(metadata_path, encoding="utf-8") as f:
-                meta = json.load(f)
             self.num_classes = int(meta["num_classes"])
             self.mean = np.asarray(meta["mean"], np.float32)
             self.std = np.asarray(meta["std"], np.float32)
@@ -213,12 +312,22 @@ class Segmenter:
             raise ValueError(f"Expected a kerasseg metadata JSON with num_classes, mean and std. Received: "
                              f"metadata_path={metadata_path!r} ({type(e).__name__}: {e})") from None
         self.metadata = meta
+        self.metadata_source = metadata_path
         self.class_names = meta.get("class_names")
         self.ignore_label = meta.get("ignore_label", 255)
         palette = meta.get("palette")
         self.palette = _palette_array(palette) if palette else default_palette(self.num_classes)
 
-        self.interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
+        self.input_format = meta.get("extra", {}).get("export", {}).get("input_format", "normalized")
+        if self.input_format not in ("pixels", "normalized"):
+            raise ValueError(f"Expected the metadata's input_format to be 'pixels' or 'normalized'. Received: "
+                             f"input_format={self.input_format!r} ({metadata_path!r})")
+        self._box = None
+        delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
+        self.accelerator = (f"delegate {os.path.basename(os.fspath(delegate))} (operators it does not take run on the "
+                            f"CPU)" if delegate is not None else f"CPU (XNNPACK, {num_threads} threads)")
+        self.interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads,
+                                       experimental_delegates=delegates)
         self.interpreter.allocate_tensors()
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -253,7 +362,70 @@ class Segmenter:
                                  f"[height, width]. Received: host_upsample={upsample!r} for output "
                                  f"{self.output!r} ({metadata_path!r})")
             self.host_upsample = (int(size[0]), int(size[1]))
+        self._compiled = self._compile(model_bytes, hardware) if hardware is not None else None
         self.timings: dict[str, float] = {}
+
+    @staticmethod
+    def _read_metadata(model_bytes: bytes, model_path: str, metadata_path):
+        """The model's description: its embedded record, checked against the sidecar when there is one."""
+        embedded = read_record(model_bytes, repr(model_path))
+        explicit = metadata_path is not None
+        metadata_path = os.fspath(metadata_path) if explicit else os.path.splitext(model_path)[0] + ".json"
+        sidecar = None
+        if os.path.isfile(metadata_path):
+            try:
+                with open(metadata_path, encoding="utf-8") as f:
+                    sidecar = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"Expected a kerasseg metadata JSON. Received: metadata_path={metadata_path!r} "
+                                 f"({type(e).__name__}: {e})") from None
+            if not isinstance(sidecar, dict):
+                raise ValueError(f"Expected a kerasseg metadata JSON object. Received: metadata_path="
+                                 f"{metadata_path!r} holding a {type(sidecar).__name__}")
+        elif explicit or embedded is None:
+            raise FileNotFoundError(f"Expected embedded TFLite metadata in the model or its metadata sidecar "
+                                    f"(written by the exporter next to the model). Received: {model_path!r} without "
+                                    f"metadata and no file metadata_path={metadata_path!r}")
+        if embedded is not None and sidecar is not None:
+            export_e, export_s = embedded.get("extra", {}).get("export", {}), sidecar.get("extra", {}).get("export", {})
+            for name, a, b in ([(k, embedded.get(k), sidecar.get(k)) for k in _AGREEING_FIELDS]
+                               + [(k, export_e.get(k), export_s.get(k)) for k in _AGREEING_EXPORT_FIELDS]):
+                if a != b:
+                    raise ValueError(f"Expected the sidecar {metadata_path!r} to agree with the metadata embedded in "
+                                     f"{model_path!r}. Received: {name}={b!r} in the sidecar, {a!r} embedded")
+        meta = embedded if embedded is not None else sidecar
+        labels = read_labels(model_bytes)
+        if labels is not None and meta.get("class_names") is not None and labels != list(meta["class_names"]):
+            raise ValueError(f"Expected the label file embedded in {model_path!r} to list the metadata's class "
+                             f"names {meta['class_names']}. Received: {labels}")
+        return meta, ("embedded" if embedded is not None else metadata_path)
+
+    def _compile(self, model_bytes: bytes, hardware: str):
+        """A LiteRT ``CompiledModel`` of the file on ``hardware``, with its input and output buffers."""
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+
+        accel = HardwareAccelerator.CPU if hardware == "cpu" else HardwareAccelerator.GPU | HardwareAccelerator.CPU
+        try:
+            compiled = CompiledModel.from_buffer(model_bytes, hardware_accel=accel)
+            buffers = compiled.create_input_buffers(0), compiled.create_output_buffers(0)
+        except RuntimeError as e:
+            raise ValueError(f"Expected LiteRT to compile the model for hardware={hardware!r}. Received: {e}") from None
+        fallback = "" if compiled.is_fully_accelerated() else ", operators it does not take on the CPU"
+        self.accelerator = f"LiteRT CompiledModel on {hardware.upper()}{fallback if hardware == 'gpu' else ''}"
+        return compiled, buffers
+
+    def invoke(self, model_input: np.ndarray) -> np.ndarray:
+        """The raw output tensor (without its batch axis) of one inference on a preprocessed input."""
+        if self._compiled is None:
+            self.interpreter.set_tensor(self._input["index"], model_input)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output["index"])[0]
+        compiled, (inputs, outputs) = self._compiled
+        inputs[0].write(np.ascontiguousarray(model_input))
+        compiled.run_by_index(0, inputs, outputs)
+        shape = tuple(int(d) for d in self._output["shape"])
+        return np.asarray(outputs[0].read(int(np.prod(shape)), self.output_dtype)).reshape(shape)[0]
 
     @staticmethod
     def _quantization(detail):
@@ -261,19 +433,37 @@ class Segmenter:
         return (np.float32(scale), int(zero_point)) if scale else None
 
     def preprocess(self, image) -> np.ndarray:
-        """Resizes (bilinear) to the model input, normalises and, for integer models, quantises an RGB image.
+        """The model input of an RGB frame: resized as in training (`resize_bilinear`), in the model's contract.
+
+        Pixel-input models get the resized pixels (rounded to uint8 for int8 models; a frame at the model's size is
+        passed as it is); normalised-input models get them normalised and, for integer models, quantised.
 
         Args:
-            image: uint8 ``(H, W, 3)`` array (grey and RGBA accepted) or PIL image.
+            image: uint8 ``(H, W, 3)`` array or PIL image; greyscale ``(H, W)`` is repeated to RGB, RGBA drops its
+                alpha.
 
         Returns:
             The model input, ``(1, height, width, 3)`` in the model's input dtype.
         """
         pixels = _rgb_array(image)
         height, width = self.input_size
-        if pixels.shape[:2] != (height, width):
-            pixels = np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
-        x = (pixels.astype(np.float32) - self.mean) / self.std
+        self._box = None
+        if self.aspect == "letterbox" and pixels.shape[:2] != (height, width):
+            top, left, inner_h, inner_w = self._box = letterbox_box(pixels.shape[:2], (height, width))
+            # The mean colour normalises to zero, the value the network's own zero padding has.
+            x = np.empty((height, width, 3), np.float32)
+            x[...] = self.mean
+            x[top:top + inner_h, left:left + inner_w] = resize_bilinear(pixels, (inner_h, inner_w))
+        elif pixels.shape[:2] != (height, width):
+            x = resize_bilinear(pixels, (height, width))
+        else:
+            x = pixels
+        if self.input_format == "pixels":
+            if np.issubdtype(self.input_dtype, np.integer) and x.dtype != self.input_dtype:
+                info = np.iinfo(self.input_dtype)
+                x = np.clip(np.rint(x), info.min, info.max)
+            return x.astype(self.input_dtype, copy=False)[None]
+        x = (x.astype(np.float32) - self.mean) / self.std
         if self._in_q is not None:
             scale, zero_point = self._in_q
             info = np.iinfo(self.input_dtype)
@@ -282,9 +472,7 @@ class Segmenter:
 
     def run(self, model_input: np.ndarray) -> np.ndarray:
         """Invokes the model on a preprocessed input; float32 scores ``(h, w, K)`` or labels ``(h, w)``."""
-        self.interpreter.set_tensor(self._input["index"], model_input)
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._output["index"])[0]
+        raw = self.invoke(model_input)
         if self._out_q is not None:
             scale, zero_point = self._out_q
             return (raw.astype(np.float32) - np.float32(zero_point)) * scale
@@ -328,6 +516,8 @@ class Segmenter:
         model_input = self.preprocess(pixels)
         t1 = time.perf_counter()
         out = self.run(model_input)
+        if self._box is not None:
+            out = self._crop_padding(out)
         t2 = time.perf_counter()
         height, width = pixels.shape[:2]
         if self.host_upsample is not None and upsample == "bilinear":
@@ -357,6 +547,13 @@ class Segmenter:
         self.timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)}
         return labels
 
+    def _crop_padding(self, out: np.ndarray) -> np.ndarray:
+        """The part of a letterboxed output that covers the frame (at the output's own resolution)."""
+        top, left, inner_h, inner_w = self._box
+        sy, sx = out.shape[0] / self.input_size[0], out.shape[1] / self.input_size[1]
+        y0, x0 = int(round(top * sy)), int(round(left * sx))
+        return out[y0:max(y0 + 1, int(round((top + inner_h) * sy))), x0:max(x0 + 1, int(round((left + inner_w) * sx)))]
+
     def overlay(self, image, labels=None, alpha: float = 0.5) -> np.ndarray:
         """``image`` blended with its predicted labels (or the given ones) in the model's palette."""
         pixels = _rgb_array(image)
@@ -373,20 +570,33 @@ def _save_labels(labels: np.ndarray, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        description="Segment an image with a kerasseg .tflite model (the sidecar .json must sit next to it).")
+        description="Segment an image with a kerasseg .tflite model (its embedded metadata, or the sidecar .json "
+                    "next to it for older files, describes it).")
     parser.add_argument("model", help="the .tflite model")
     parser.add_argument("image", help="an RGB image file")
     parser.add_argument("--overlay", help="write the image blended with the predicted labels here")
     parser.add_argument("--labels", help="write the label map here (8-bit PNG of class indices)")
-    parser.add_argument("--metadata", help="the sidecar JSON (default: next to the model)")
+    parser.add_argument("--metadata", help="the sidecar JSON (default: next to the model; optional for models with "
+                                           "embedded metadata)")
+    parser.add_argument("--aspect", choices=ASPECTS, default="stretch",
+                        help="stretch the frame to the model input (default, as in training) or letterbox it")
     parser.add_argument("--threads", type=int, default=2, help="LiteRT CPU threads (default 2)")
+    parser.add_argument("--delegate", help="a LiteRT external delegate library (.so) to run the model on; operators "
+                                           "it does not take run on the CPU")
+    parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of --delegate (repeatable)")
+    parser.add_argument("--hardware", choices=HARDWARE, default=None,
+                        help="run through LiteRT's CompiledModel on this accelerator (gpu keeps the CPU as fallback) "
+                             "instead of the interpreter")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     parser.add_argument("--runs", type=int, default=1, help="time this many predictions (after one warm-up)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"Expected --runs >= 1. Received: --runs={args.runs}")
     try:
-        segmenter = Segmenter(args.model, num_threads=args.threads, metadata_path=args.metadata)
+        segmenter = Segmenter(args.model, num_threads=args.threads, metadata_path=args.metadata, aspect=args.aspect,
+                              delegate=args.delegate, delegate_options=parse_delegate_options(args.delegate_option),
+                              hardware=args.hardware)
         image = load_image(args.image)
         labels = segmenter.predict(image)  # warm-up: the first invoke also plans memory
         totals = []
@@ -407,7 +617,7 @@ def main(argv=None) -> int:
     print(f"{args.image}: {w}x{h} via {mw}x{mh} {segmenter.input_dtype.name} model ({segmenter.output} head), "
           f"latency {float(np.median(totals)):.1f} ms (median of {args.runs}; preprocess "
           f"{timing['preprocess']:.1f}, inference {timing['inference']:.1f}, postprocess "
-          f"{timing['postprocess']:.1f})")
+          f"{timing['postprocess']:.1f}) on {segmenter.accelerator}")
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=segmenter.num_classes)
     names = segmenter.class_names or [str(c) for c in range(segmenter.num_classes)]
     present = [f"{names[c]} {100.0 * counts[c] / labels.size:.1f}%" for c in np.argsort(-counts) if counts[c]]

@@ -8,7 +8,8 @@ Steps:
   4. export a full-integer int8 TFLite model (calibrated on training images), refusing a model that loses more
      than ``--max-miou-drop`` points;
   5. run the int8 file through the device runtime in ``tflite/`` (numpy + LiteRT only) on the validation PNGs,
-     score it with the same confusion-matrix code, and write a colour overlay PNG;
+     score it with the same confusion-matrix code, and write a colour overlay PNG: frames in (uint8 RGB pixels,
+     the normalisation is in the graph), labels out, the file describing itself (embedded TFLite metadata);
   6. print one summary table;
   7. when a real street frame is at hand (``--real-frame``, by default the first CamVid validation frame under
      ``../shared/camvid`` if that folder exists), segment it with the shipped ``erfnet_camvid`` int8 model through
@@ -135,6 +136,10 @@ def main(argv=None) -> int:
         ("Keras fp32 val mIoU", f"{keras_miou:.4f}"),
         ("int8 TFLite val mIoU", f"{int8_miou:.4f}  (drop {drop:+.2f} points; bound {args.max_miou_drop:.1f})"),
         ("int8 vs Keras pixel agreement", f"{100 * agree / max(total, 1):.2f} %"),
+        ("int8 file contract", (f"{seg.input_dtype.name} RGB pixels in, normalisation in the graph"
+                                if seg.input_format == "pixels" else f"normalised {seg.input_dtype.name} input")
+                               + f", labels out; {len(seg.class_names or [])} class names read from its "
+                               f"{seg.metadata_source} metadata"),
         ("model size .keras / int8 .tflite", f"{sizes['keras'] / 2**20:.2f} MiB (with optimizer state) / "
                                              f"{sizes['int8'] / 2**20:.2f} MiB"),
         ("latency per image Keras fp32", f"{keras_ms:.1f} ms (batch 1, tf.function)"),

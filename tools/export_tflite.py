@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export logits without the model's final bilinear resize; the host up-samples them")
     p.add_argument("--target", choices=["cpu", "gpu", "npu"], default=None,
                    help="refuse the model unless it passes this target's edge-compatibility rules")
-    p.add_argument("--io-dtype", default="int8", choices=["int8", "uint8"], help="int8 mode: input/output type")
+    p.add_argument("--io-dtype", default=None, choices=["int8", "uint8"],
+                   help="int8 mode: input/output type (default uint8 for pixel input, int8 for normalised input)")
+    p.add_argument("--input-format", default="pixels", choices=["pixels", "normalized"],
+                   help="model input: RGB pixels 0..255, normalised in the graph (default), or normalised values")
     p.add_argument("--max-eval-images", type=int, default=None, help="score at most this many val images")
     p.add_argument("--threads", type=int, default=2, help="LiteRT interpreter threads for the check (default 2)")
     return p
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
                                  metadata=metadata, io_dtype=args.io_dtype, label_dtype=args.label_dtype,
                                  host_upsample=args.host_upsample, per_channel=not args.per_tensor,
                                  float_layers=_float_layers(args.float_layers), target=args.target,
+                                 input_format=args.input_format,
                                  max_miou_drop=args.max_miou_drop, force=args.force,
                                  max_eval_images=args.max_eval_images, num_threads=args.threads)
     except AccuracyDropError as e:

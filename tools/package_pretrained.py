@@ -93,7 +93,9 @@ def main(argv=None) -> int:
     import kerasseg
     from kerasseg.evaluation.compare import compare_keras_tflite
     from kerasseg.export.datasets import export_data
+    from kerasseg.export.metadata import embed_metadata
     from kerasseg.export.tflite import to_tflite
+    from kerasseg.preprocessing import ModelMetadata
     from kerasseg.saving import atomic_path, save_model
 
     model = kerasseg.load_model(args.model)
@@ -145,6 +147,11 @@ def main(argv=None) -> int:
         sidecar["extra"]["training"] = training
         with open(sidecar_path, "w", encoding="utf-8") as f:
             json.dump(sidecar, f, indent=2)
+        # The file describes itself with the same record (standard TFLite metadata), sidecar or not.
+        with open(int8_path, "rb") as f:
+            data = embed_metadata(f.read(), ModelMetadata.from_dict(sidecar))
+        with open(int8_path, "wb") as f:
+            f.write(data)
         files = [keras_path, int8_path, sidecar_path]
         total = sum(os.path.getsize(p) for p in files)
         for p in files:

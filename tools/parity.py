@@ -21,6 +21,10 @@ import os
 import re
 import sys
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # tflite/, the device runtime, is a folder of scripts
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed runs per runtime for the latency, 0 to skip (default 10)")
     p.add_argument("--host-upsample", action="store_true",
                    help="export logits without the model's final bilinear resize and up-sample them on the host")
+    p.add_argument("--device-runtime", action="store_true",
+                   help="also score every TFLite file through tflite/runtime.py's Segmenter.predict on the full-size "
+                        "frames (it resizes them itself), rows runtime-<variant>")
+    p.add_argument("--delegate", help="with --device-runtime: a LiteRT external delegate library (.so) the runtime "
+                                      "rows run on (operators it does not take run on the CPU)")
+    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of --delegate (repeatable)")
+    p.add_argument("--hardware", choices=["cpu", "gpu"], default=None,
+                   help="with --device-runtime: run the runtime rows through LiteRT's CompiledModel on this "
+                        "accelerator (gpu keeps the CPU as fallback)")
     p.add_argument("--output-dir", default=None, help="keep the exported models here (default: a temporary folder)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     return p
@@ -76,6 +90,20 @@ def main(argv=None) -> int:
     from kerasseg.export import parity
     from kerasseg.export.datasets import export_data
 
+    frame_runtime = None
+    if (args.delegate or args.hardware) and not args.device_runtime:
+        parser.error("Expected --delegate / --hardware with --device-runtime (the runtime rows run on them). "
+                     "Received: them alone")
+    if args.device_runtime:
+        from tflite.runtime import Segmenter, parse_delegate_options
+
+        try:
+            options = parse_delegate_options(args.delegate_option)
+        except ValueError as e:
+            parser.error(str(e))
+        frame_runtime = lambda path: Segmenter(path, num_threads=args.threads, delegate=args.delegate,  # noqa: E731
+                                               delegate_options=options, hardware=args.hardware).predict
+
     try:
         model = kerasseg.load_model(args.model)
         metadata, calibration, val = export_data(model, args.dataset, args.data_dir,
@@ -85,7 +113,7 @@ def main(argv=None) -> int:
                         num_calibration_samples=args.num_calibration, output_dir=args.output_dir, metadata=metadata,
                         host_upsample=args.host_upsample, max_images=args.max_eval_images, num_threads=args.threads,
                         latency_runs=args.runs, model_path=args.model,
-                        files={"qat": args.qat} if args.qat else None)
+                        files={"qat": args.qat} if args.qat else None, frame_runtime=frame_runtime)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -54,7 +54,8 @@ class ParityRow:
     """The figures of one runtime.
 
     Attributes:
-        name: ``"keras"``, ``"tflite-fp32"`` ... ``"tflite-int8"`` or ``"onnx"``.
+        name: ``"keras"``, ``"tflite-fp32"`` ... ``"tflite-int8"``, ``"onnx"``, or ``"runtime-<variant>"`` for a
+            TFLite file run by a device runtime on full-size frames (``parity(..., frame_runtime=...)``).
         variant: ``"keras"`` or a key of `MIOU_BOUNDS`.
         path: the exported file (``None`` for Keras).
         miou: mean IoU in [0, 1].
@@ -158,7 +159,7 @@ class ParityResult:
                 "-" if r.bound is None else f"{r.bound:g}",
                 "-" if r.within_bound is None else ("yes" if r.within_bound else "NO"), worst,
                 "-" if r.variant == "keras" else f"{100 * r.pixel_agreement:.2f}",
-                "-" if r.variant == "keras" else f"{r.max_logit_error:.3g}",
+                "-" if r.variant == "keras" or not np.isfinite(r.max_logit_error) else f"{r.max_logit_error:.3g}",
                 "-" if r.size_bytes is None else f"{r.size_bytes / 2 ** 20:.2f}", latency))
         widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
         fmt = lambda row: " | ".join(cell.ljust(w) for cell, w in zip(row, widths))  # noqa: E731
@@ -218,9 +219,9 @@ def _batch(array, ndim: int, what: str) -> np.ndarray:
 
 
 def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num_calibration_samples: int = 100,
-           output_dir=None, metadata=None, io_dtype: str = "int8", opset: int = 17, host_upsample: bool = False,
+           output_dir=None, metadata=None, io_dtype: str | None = None, opset: int = 17, host_upsample: bool = False,
            max_images: int | None = None, num_threads: int | None = 2, latency_runs: int = 10,
-           model_path=None, files=None, verbose: bool = True) -> ParityResult:
+           model_path=None, files=None, frame_runtime=None, verbose: bool = True) -> ParityResult:
     """Exports ``model`` to each variant and scores all runtimes on ``eval_data`` with the same metric code.
 
     Args:
@@ -234,7 +235,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
         output_dir: keep the exported files (``{model name}_{variant}.tflite`` / ``.onnx`` and sidecars) here;
             a temporary folder, removed afterwards, when ``None``.
         metadata: overrides ``model.kerasseg_metadata`` (class count, names, ignore label).
-        io_dtype: int8 input / output type of the int8 model.
+        io_dtype: int8 input / output type of the int8 model (see `kerasseg.export.to_tflite`).
         opset: ONNX opset.
         host_upsample: export the TFLite / ONNX logits without the model's final bilinear resize and apply it on
             the host (see `kerasseg.export.tflite.with_head`).
@@ -246,6 +247,12 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
         model_path: the ``.keras`` file, for the Keras row's size.
         files: already exported models to score as well, ``{variant: path}`` with a variant of `FILE_VARIANTS`,
             e.g. ``{"qat": "erfnet_qat_int8.tflite"}`` (a ``.tflite`` file of this model at its input size).
+        frame_runtime: also score every TFLite file through a device runtime on the full-size frames, as the car
+            runs it: a callable ``path -> predict``, where ``predict(frame)`` maps a uint8 RGB frame ``(H, W, 3)`` to
+            its label map ``(H, W)`` (e.g. ``lambda p: tflite.runtime.Segmenter(p).predict``, which resizes the
+            frame itself). The frames are the evaluation images turned back into pixels (``x * std + mean``,
+            rounded), before any resize; each gets a row ``"runtime-<variant>"`` held to its variant's bound, with
+            no logit error (labels only).
         verbose: progress to stderr.
 
     Returns:
@@ -329,15 +336,21 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             runners[variant] = TFLiteModel(os.fspath(path), num_threads=num_threads)
             paths[variant] = os.fspath(path)
         variants = variants + list(files)
+        devices = {}
+        if frame_runtime is not None:
+            devices = {f"runtime-{v}": frame_runtime(paths[v]) for v in variants if not v.startswith("onnx")}
+            paths.update({d: paths[d[len("runtime-"):]] for d in devices})
+            mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
 
         infer = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
-        names = ["keras"] + variants
+        names = ["keras"] + variants + list(devices)
         matrices = {n: ConfusionMatrix(num_classes, ignore_label) for n in names}
         per_image = {n: [] for n in names}
-        agree = {v: 0 for v in variants}
+        agree = {v: 0 for v in names[1:]}
         max_err = {v: 0.0 for v in variants}
+        max_err.update({d: float("nan") for d in devices})
         scored = done = 0
-        first_image = None
+        first_image = first_frame = None
         height, width = (int(d) for d in model.inputs[0].shape[1:3])
         for element in eval_data:
             if not isinstance(element, (tuple, list)) or len(element) < 2:
@@ -347,6 +360,9 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             labels = _batch(element[1], 3, "labels").astype(np.int64, copy=False)
             if max_images is not None:
                 images, labels = images[:max_images - done], labels[:max_images - done]
+            frames = np.clip(np.rint(images * std + mean), 0, 255).astype(np.uint8) if devices else None
+            if first_frame is None and devices:
+                first_frame = frames[0]
             if images.shape[1:3] != (height, width):
                 images = tf.image.resize(images, (height, width), method="bilinear").numpy()
             if first_image is None:
@@ -371,7 +387,14 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                 predictions[n] = np.argmax(logits, axis=-1)
                 matrices[n].update(labels, predictions[n])
                 per_image[n].append(image_confusions(labels, predictions[n], num_classes, ignore_label))
-            for v in variants:
+            for d, predict in devices.items():
+                predictions[d] = np.stack([np.asarray(predict(f), np.int64) for f in frames])
+                if predictions[d].shape != labels.shape:
+                    raise ValueError(f"Expected {d} to return label maps of the frame size {labels.shape[1:]}. "
+                                     f"Received: label maps of shape {predictions[d].shape[1:]}")
+                matrices[d].update(labels, predictions[d])
+                per_image[d].append(image_confusions(labels, predictions[d], num_classes, ignore_label))
+            for v in names[1:]:
                 agree[v] += int((predictions[v][valid] == predictions["keras"][valid]).sum())
             scored += int(valid.sum())
             done += len(images)
@@ -394,6 +417,8 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             latency["keras"] = time_runs(lambda: infer(x).numpy(), latency_runs)
             for v in variants:
                 latency[v] = time_runs(lambda r=runners[v]: r(first_image), latency_runs)
+            for d, predict in devices.items():
+                latency[d] = time_runs(lambda p=predict: p(first_frame), latency_runs)
 
         keras_scores = matrices["keras"].scores()
         per_image = {n: np.concatenate(v) for n, v in per_image.items()}
@@ -410,13 +435,15 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                                       1.0, 0.0, keras_size, *latency[n], None, None))
                 continue
             miou_delta = 100.0 * (scores["miou"] - keras_scores["miou"])
-            bound = MIOU_BOUNDS["int8-float" if _FALLBACK.match(n) else n]
-            name = {"onnx": "onnx", "onnx-int8": "onnx-int8", "qat": "tflite-int8-qat"}.get(n, f"tflite-{n}")
+            variant = n[len("runtime-"):] if n in devices else n
+            bound = MIOU_BOUNDS["int8-float" if _FALLBACK.match(variant) else variant]
+            name = n if n in devices else {"onnx": "onnx", "onnx-int8": "onnx-int8",
+                                           "qat": "tflite-int8-qat"}.get(n, f"tflite-{n}")
             # A quantisation-aware file comes from a fine-tuned copy of the model: it may score better than the float
             # model it started from, and only a loss counts against its bound.
-            within = miou_delta >= -bound if n in FILE_VARIANTS else abs(miou_delta) <= bound
+            within = miou_delta >= -bound if variant in FILE_VARIANTS else abs(miou_delta) <= bound
             interval = boot(n, "keras")
-            rows.append(ParityRow(name, n, paths[n], scores["miou"], iou,
+            rows.append(ParityRow(name, variant, paths[n], scores["miou"], iou,
                                   miou_delta, delta, agree[n] / scored, max_err[n], os.path.getsize(paths[n]),
                                   *latency[n], bound, bool(within),
                                   None if interval is None else [interval["low"], interval["high"]]))

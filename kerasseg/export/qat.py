@@ -584,6 +584,9 @@ def qat_to_tflite(qat_model, path, *, metadata=None, representative_data=None, n
                   io_dtype: str = "int8", target: str | None = None) -> str:
     """Writes a quantization-aware model as a full-integer ``.tflite`` file plus its metadata sidecar, atomically.
 
+    The file takes normalised input (``input_format="normalized"``: the quantisation-aware graph starts at the
+    normalised image) and carries the standard TFLite metadata (`kerasseg.export.metadata`) like every export.
+
     Args:
         qat_model: the model returned by `quantize_aware` (trained or not).
         path: destination ending in ``.tflite``; the sidecar is ``os.path.splitext(path)[0] + ".json"``.
@@ -596,6 +599,7 @@ def qat_to_tflite(qat_model, path, *, metadata=None, representative_data=None, n
     Returns:
         ``path``.
     """
+    from kerasseg.export.metadata import embed_metadata
     from kerasseg.export.tflite import export_metadata, io_details, sidecar_path
     from kerasseg.saving import atomic_path
 
@@ -616,11 +620,12 @@ def qat_to_tflite(qat_model, path, *, metadata=None, representative_data=None, n
     details = io_details(data)
     meta.extra["export"] = {
         "format": "tflite", "mode": "int8", "quantization": "qat", "output": "logits",
-        "input_dtype": details["input_dtype"], "output_dtype": details["output_dtype"],
+        "input_format": "normalized", "input_dtype": details["input_dtype"], "output_dtype": details["output_dtype"],
         "input_shape": details["input_shape"], "output_shape": details["output_shape"],
         "input_quantization": details["input_quantization"], "output_quantization": details["output_quantization"],
         "host_upsample": None, "target": target,
     }
+    data = embed_metadata(data, meta)
     with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
         with open(tmp_model, "wb") as f:
             f.write(data)

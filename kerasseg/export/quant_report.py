@@ -234,7 +234,7 @@ def report_from_converter(converter, *, model_name: str, layer_names=(), output_
 
 
 def quant_report(model, representative_data, *, num_calibration_samples: int = 100, per_channel: bool = True,
-                 output: str = "logits", io_dtype: str = "int8", host_upsample: bool = False,
+                 output: str = "logits", io_dtype: str | None = None, host_upsample: bool = False,
                  verbose: bool = False) -> QuantReport:
     """The per-layer quantisation report of ``model``'s int8 export.
 

@@ -10,13 +10,22 @@ convolutions a SHAPE / STRIDED_SLICE prologue, and edge delegates reject both. O
 allowed; a converted model that still contains Flex (TensorFlow) or custom operators is refused, because the car's
 runtime has neither.
 
+Exported models take camera pixels (``input_format="pixels"``, the default): RGB 0..255 as uint8 for int8 models
+(input quantisation scale 1, zero point 0, so the bytes of a frame are the input tensor) and as float32 for the
+float modes. The normalisation recorded in the metadata (mean / std) is the first operator of the graph, a SUB and a
+MUL that the converter quantises like any other layer, so the host does no per-frame float work. It is not folded
+into the first convolution's weights: with zero padding that is exact only away from the borders, and ERFNet's
+first block also max-pools the normalised input. ``input_format="normalized"`` keeps the older contract (the model
+takes normalised float values; int8 models quantise them).
+
 The exported head is the model's logits, their softmax (``"probabilities"``) or an in-graph argmax (``"labels"``,
 the serializable `kerasseg.layers.ArgMax`); `with_head` builds the same head as a Keras model. With
 ``host_upsample=True`` a model whose last layer is a bilinear resize (DeepLab, PSPNet) is exported without it: the
 device computes logits at the model's reduced resolution and the host up-samples them before the argmax, which is
 cheaper on the device and, for int8, more accurate than resizing quantised logits in the graph.
 
-Next to every ``model.tflite`` a sidecar ``model.json`` records the preprocessing and label semantics (see
+Every ``model.tflite`` carries standard TFLite Model Metadata (`kerasseg.export.metadata`: labels, normalisation,
+kerasseg's record), and next to it a sidecar ``model.json`` records the preprocessing and label semantics (see
 `kerasseg.preprocessing.ModelMetadata`) plus, under ``extra["export"]``, the export mode, the output head, the
 host-side up-sampling and the input / output quantisation read back from the converted model, so that the device
 runtime (``tflite/runtime.py``) never guesses. With a ``target`` the converted model must also pass that target's
@@ -25,7 +34,7 @@ edge-compatibility rules (`kerasseg.export.check`) before anything is written.
 Example::
 
     to_tflite(model, "erfnet_int8.tflite", "int8", representative_data=calibration_images)
-    TFLiteModel("erfnet_int8.tflite")(normalised_batch)   # float logits, quantisation handled
+    TFLiteModel("erfnet_int8.tflite")(normalised_batch)   # float logits; pixels and quantisation handled
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ __all__ = [
     "MODES",
     "OUTPUT_HEADS",
     "IO_DTYPES",
+    "INPUT_FORMATS",
     "LABEL_DTYPES",
     "with_head",
     "output_upsampling",
@@ -72,6 +82,7 @@ MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 INTEGER_MODES = ("int8", "int16x8")
 OUTPUT_HEADS = ("logits", "probabilities", "labels")
 IO_DTYPES = ("int8", "uint8")
+INPUT_FORMATS = ("pixels", "normalized")
 LABEL_DTYPES = ("int32", "uint8")
 
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
@@ -243,7 +254,7 @@ def _static_input_shape(model) -> tuple[int, int, int]:
     return tuple(int(d) for d in shape)
 
 
-def calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: bool = False):
+def calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: bool = False, pixels=None):
     """Yields ``[image (1, H, W, C) float32]`` lists for a calibrating converter, ``count`` single images at most.
 
     Args:
@@ -251,6 +262,8 @@ def calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: 
         count: number of single images to draw.
         shape: the model input ``(H, W, C)``; other image sizes are resized bilinearly.
         verbose: print the progress to stderr.
+        pixels: ``(mean, std)`` to turn the normalised images of the user's pipeline back into the pixel values a
+            pixel-input graph takes; ``None`` yields them normalised.
     """
     import tensorflow as tf
 
@@ -277,6 +290,8 @@ def calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: 
         if batch.shape[1:3] != (height, width):
             # Bilinear resizing is linear, so resizing normalised images equals normalising resized ones.
             batch = tf.image.resize(batch, (height, width), method="bilinear").numpy()
+        if pixels is not None:
+            batch = batch * pixels[1] + pixels[0]
         for image in batch:
             done += 1
             if interactive:
@@ -402,21 +417,61 @@ def _converter_error():
     return ConverterError
 
 
-def _check_quantization_options(mode: str, io_dtype: str, per_channel) -> None:
+def _check_quantization_options(mode: str, io_dtype, per_channel) -> None:
     if not isinstance(per_channel, bool):
         raise ValueError(f"Expected per_channel to be True or False. Received: per_channel={per_channel!r}")
     if not per_channel and mode != "int8":
         # int16x8 is specified with per-channel symmetric weights, and the float modes have no weight scale at all.
         raise ValueError(f"Expected per_channel=False only with mode='int8' (per-tensor int8 weights); mode "
                          f"{mode!r} needs per-channel weights. Received: mode={mode!r}, per_channel=False")
-    if mode == "int16x8" and io_dtype != "int8":
-        raise ValueError(f"Expected io_dtype='int8' (the default) with mode='int16x8', whose input and output are "
+    if mode == "int16x8" and io_dtype not in (None, "int8"):
+        raise ValueError(f"Expected io_dtype=None (the default) with mode='int16x8', whose input and output are "
                          f"int16. Received: io_dtype={io_dtype!r}")
 
 
+def _io_dtype(io_dtype, input_format: str) -> str:
+    if io_dtype is None:
+        return "uint8" if input_format == "pixels" else "int8"
+    io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    if input_format == "pixels" and io_dtype != "uint8":
+        raise ValueError(f"Expected io_dtype='uint8' (or None) with input_format='pixels': camera pixels are 0..255. "
+                         f"Received: io_dtype={io_dtype!r}")
+    return io_dtype
+
+
+def _pixel_input_quantization(data: bytes) -> bytes:
+    """``data`` with its uint8 input quantised as the pixels themselves (scale 1, zero point 0).
+
+    The converter derives the input scale from the calibration images' range, so a frame whose darkest / brightest
+    pixels are not exactly 0 / 255 would need a host-side requantisation. Its uint8 input feeds a QUANTIZE operator
+    (uint8 -> int8), which requantises from whatever scale its input declares, so declaring (1, 0) moves the
+    rescaling into that operator and makes the raw frame bytes the input.
+    """
+    schema = _schema()
+    buffer = bytearray(data)
+    root = schema.Model.GetRootAs(buffer, 0)
+    subgraph = root.Subgraphs(0)
+    index = subgraph.Inputs(0)
+    consumers = [subgraph.Operators(o) for o in range(subgraph.OperatorsLength())
+                 if index in [subgraph.Operators(o).Inputs(i) for i in range(subgraph.Operators(o).InputsLength())]]
+    codes = {max(root.OperatorCodes(op.OpcodeIndex()).BuiltinCode(),
+                 root.OperatorCodes(op.OpcodeIndex()).DeprecatedBuiltinCode()) for op in consumers}
+    tensor = subgraph.Tensors(index)
+    params = tensor.Quantization()
+    if (tensor.Type() != schema.TensorType.UINT8 or codes != {schema.BuiltinOperator.QUANTIZE} or params is None
+            or params.ScaleLength() != 1 or params.ZeroPointLength() != 1):
+        raise ValueError("Expected the converted int8 model's uint8 input to feed QUANTIZE operators only, with one "
+                         "scale and zero point. Received: another structure, which pixel input cannot rescale")
+    # Scalars in a bytearray-backed flatbuffer are views into it: rewriting them edits the model in place.
+    params.ScaleAsNumpy()[0] = 1.0
+    params.ZeroPointAsNumpy()[0] = 0
+    return bytes(buffer)
+
+
 def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
-                     output: str = "logits", io_dtype: str = "int8", label_dtype: str = "int32",
-                     host_upsample: bool = False, per_channel: bool = True, verbose: bool = True):
+                     output: str = "logits", io_dtype: str | None = None, label_dtype: str = "int32",
+                     host_upsample: bool = False, per_channel: bool = True, input_format: str = "pixels",
+                     metadata: ModelMetadata | None = None, verbose: bool = True):
     """The `tf.lite.TFLiteConverter` of an export, configured but not run (see `to_tflite` for the arguments).
 
     `convert_to_tflite` runs it; tools that drive a converter themselves, such as TFLite's
@@ -432,9 +487,17 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
 
     mode = _check_choice("mode", mode, MODES)
     output = _check_choice("output", output, OUTPUT_HEADS)
-    io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    input_format = _check_choice("input_format", input_format, INPUT_FORMATS)
     _check_quantization_options(mode, io_dtype, per_channel)
+    if mode != "int16x8":  # int16x8 input is int16 whatever the format
+        io_dtype = _io_dtype(io_dtype, input_format)
+    meta = export_metadata(model, metadata)
+    mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
     shape = _static_input_shape(model)
+    if input_format == "pixels" and not shape[-1] == len(mean) == len(std) == 3:
+        raise ValueError(f"Expected an RGB model input (3 channels, 3-value mean and std) for input_format='pixels'; "
+                         f"other inputs take input_format='normalized'. Received: input shape {shape}, mean "
+                         f"{list(meta.mean)}, std {list(meta.std)}")
     exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
     if mode in INTEGER_MODES:
         if representative_data is None:
@@ -448,6 +511,9 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
 
     @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="image")])
     def serve(image):
+        if input_format == "pixels":
+            # The converter keeps this as one SUB and one MUL in front of the network (quantised for int8).
+            image = (image - mean) * (1.0 / std)
         out = exported(image, training=False)
         # Mixed-precision models compute in float16; float heads are exported in float32 regardless.
         return out if output == "labels" else tf.cast(out, tf.float32)
@@ -467,7 +533,8 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in INTEGER_MODES:
-        samples = calibration_samples(representative_data, int(num_calibration_samples), shape, verbose)
+        samples = calibration_samples(representative_data, int(num_calibration_samples), shape, verbose,
+                                      pixels=(mean, std) if input_format == "pixels" else None)
         first = next(samples, None)
         if first is None:
             raise ValueError("Expected representative_data to yield at least one image. Received: an empty "
@@ -490,10 +557,13 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
 
 
 def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
-                      output: str = "logits", io_dtype: str = "int8", label_dtype: str = "int32",
+                      output: str = "logits", io_dtype: str | None = None, label_dtype: str = "int32",
                       host_upsample: bool = False, per_channel: bool = True, float_layers=None, float_ops=None,
-                      target: str | None = None, verbose: bool = True) -> bytes:
+                      target: str | None = None, verbose: bool = True, input_format: str = "pixels",
+                      metadata: ModelMetadata | None = None) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer in memory (see `to_tflite` for the arguments).
+
+    The bytes carry no metadata; `to_tflite` embeds it.
 
     Returns:
         The flatbuffer bytes.
@@ -511,7 +581,7 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     converter = tflite_converter(model, mode, representative_data=representative_data,
                                  num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
                                  label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
-                                 verbose=verbose)
+                                 input_format=input_format, metadata=metadata, verbose=verbose)
     fallback = float_layers is not None or float_ops is not None
     if fallback:
         if mode != "int8":
@@ -534,6 +604,9 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
         raise ValueError(f"Expected model {model.name!r} to convert to TFLite builtin operators (mode={mode!r}, "
                          f"output={output!r}). Received: the converter's error\n{e}") from e
 
+    if mode == "int8" and input_format == "pixels" and not fallback:
+        # A file with float layers keeps float input and output (see quant_report.quantize_with_float_layers).
+        data = _pixel_input_quantization(data)
     non_builtin = custom_ops(data)
     if non_builtin:
         raise ValueError(f"Expected a model of TFLite builtin operators only. Received: model {model.name!r} "
@@ -573,10 +646,11 @@ def export_metadata(model, metadata: ModelMetadata | None = None) -> ModelMetada
 
 
 def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
-              output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str = "int8",
+              output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str | None = None,
               label_dtype: str = "int32", host_upsample: bool = False, per_channel: bool = True,
-              float_layers=None, float_ops=None, target: str | None = None, verbose: bool = True) -> str:
-    """Converts a Keras model to a ``.tflite`` file and writes its metadata sidecar, both atomically.
+              float_layers=None, float_ops=None, target: str | None = None, verbose: bool = True,
+              input_format: str = "pixels") -> str:
+    """Converts a Keras model to a ``.tflite`` file with embedded metadata and writes its sidecar, both atomically.
 
     Args:
         model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output.
@@ -592,7 +666,8 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         output: the exported head: ``"logits"``, ``"probabilities"`` (softmax) or ``"labels"`` (in-graph argmax,
             a label map of ``label_dtype``; see `with_head`).
         metadata: overrides ``model.kerasseg_metadata``; without either, ImageNet normalisation is recorded.
-        io_dtype: int8 mode only: ``"int8"`` or ``"uint8"`` input and output tensors.
+        io_dtype: int8 mode only: ``"int8"`` or ``"uint8"`` input and output tensors; ``None`` (default) is uint8
+            for pixel input (the only type pixels fit) and int8 for normalised input.
         per_channel: int8 mode: ``False`` quantises each weight tensor with one scale (per-tensor), for NPUs that
             require it; ``True`` (default) one scale per output channel.
         float_layers: int8 mode: keep layers in float, either the ``N`` worst of the per-layer report
@@ -606,6 +681,9 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         target: ``None``, ``"cpu"``, ``"gpu"`` or ``"npu"``: refuse (write nothing) unless the converted model
             passes that target's rules (`kerasseg.export.check`).
         verbose: print the calibration progress to stderr.
+        input_format: ``"pixels"`` (default): the model takes RGB pixels 0..255 (uint8 for int8, float32 otherwise)
+            and normalises them in its graph; ``"normalized"``: the model takes normalised float values (int8:
+            quantised ones), the older contract. Calibration data is normalised images either way.
 
     Returns:
         ``path``.
@@ -619,11 +697,14 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
     path = os.fspath(path)
     if not path.endswith(".tflite"):
         raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
+    from kerasseg.export.metadata import embed_metadata
+
     meta = export_metadata(model, metadata)
     data = convert_to_tflite(model, mode, representative_data=representative_data,
                              num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
                              label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
-                             float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose)
+                             float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose,
+                             input_format=input_format, metadata=meta)
     details = io_details(data)
     upsampling = None
     if host_upsample:
@@ -632,6 +713,7 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         "format": "tflite",
         "mode": mode,
         "output": output,
+        "input_format": input_format,
         "input_dtype": details["input_dtype"],
         "output_dtype": details["output_dtype"],
         "input_shape": details["input_shape"],
@@ -649,6 +731,7 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
             float_layers = list(float_layers)
         meta.extra["export"].update(per_channel=per_channel, fully_integer=not floats, float_layers=float_layers,
                                     float_ops=None if float_ops is None else list(float_ops), float_tensors=floats)
+    data = embed_metadata(data, meta)
     # Both temporary files are complete before either is renamed; the sidecar lands first so that a model file is
     # never newer than its description.
     with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
@@ -664,11 +747,17 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
 # --------------------------------------------------------------------------------------------------------------
 
 class TFLiteModel:
-    """Runs a batch-1 TFLite segmentation model on normalised float batches, hiding the quantisation.
+    """Runs a batch-1 TFLite segmentation model on normalised float batches, hiding the input contract and quantisation.
+
+    A pixel-input model (``extra["export"]["input_format"] == "pixels"``) gets the batch turned back into pixels
+    (rounded to uint8 for an int8 model, as a camera frame would be), so Keras and TFLite are scored on the same
+    pipeline output whatever the contract.
 
     Args:
         model: path to a ``.tflite`` file, or its bytes.
         num_threads: interpreter CPU threads (LiteRT's default when ``None``).
+        metadata: the export's `ModelMetadata`; by default the sidecar next to a model path, if any. Without
+            metadata the model is taken to have normalised input.
 
     Attributes:
         input_shape: ``(H, W, C)`` of the model input.
@@ -677,7 +766,15 @@ class TFLiteModel:
         input_quantization, output_quantization: ``(scale, zero_point)`` or ``None``.
     """
 
-    def __init__(self, model, *, num_threads: int | None = None):
+    def __init__(self, model, *, num_threads: int | None = None, metadata: ModelMetadata | None = None):
+        if metadata is None and not isinstance(model, (bytes, bytearray, memoryview)) and os.path.isfile(
+                sidecar_path(model)):
+            metadata = read_sidecar(model)
+        export = (metadata.extra.get("export") or {}) if metadata is not None else {}
+        self.input_format = export.get("input_format", "normalized")
+        self._pixels = None
+        if self.input_format == "pixels":
+            self._pixels = (np.asarray(metadata.mean, np.float32), np.asarray(metadata.std, np.float32))
         self.interpreter = _interpreter(_model_bytes(model), num_threads)
         self._input, self._output = _single_io(self.interpreter)
         shape = tuple(int(d) for d in self._input["shape"])
@@ -724,6 +821,8 @@ class TFLiteModel:
             raise ValueError(f"Expected images of shape (B, {', '.join(map(str, self.input_shape))}) or "
                              f"{self.input_shape}. Received: images of shape {np.shape(images)}")
         results = []
+        if self._pixels is not None:
+            batch = batch * self._pixels[1] + self._pixels[0]
         for image in batch:
             self.interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
             self.interpreter.invoke()
@@ -751,11 +850,11 @@ class AccuracyDropError(RuntimeError):
 
 def export_verified(model, path, mode: str = "fp32", *, eval_data, representative_data=None,
                     num_calibration_samples: int = 100, output: str = "logits", metadata: ModelMetadata | None = None,
-                    io_dtype: str = "int8", label_dtype: str = "int32", host_upsample: bool = False,
+                    io_dtype: str | None = None, label_dtype: str = "int32", host_upsample: bool = False,
                     per_channel: bool = True, float_layers=None, float_ops=None,
                     target: str | None = None, max_miou_drop: float | None = None, force: bool = False,
                     max_eval_images: int | None = None, num_threads: int | None = None,
-                    verbose: bool = True) -> dict:
+                    verbose: bool = True, input_format: str = "pixels") -> dict:
     """Exports like `to_tflite`, scores Keras and TFLite on ``eval_data``, and installs the file only if it holds up.
 
     The model is converted into a temporary folder next to ``path``; the file and its sidecar are moved onto
@@ -764,7 +863,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
 
     Args:
         model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, label_dtype,
-            host_upsample, per_channel, float_layers, float_ops, target, verbose: see `to_tflite`.
+            host_upsample, per_channel, float_layers, float_ops, target, verbose, input_format: see `to_tflite`.
         eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, labels)``, batched or not.
         max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point); ``None`` takes
             the mode's bound from `kerasseg.export.parity.MIOU_BOUNDS` (fp32 0.01, fp16 0.1, dynamic and int8 1.0).
@@ -780,6 +879,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         AccuracyDropError: the drop exceeds ``max_miou_drop`` and ``force`` is false; nothing is written.
     """
     from kerasseg.evaluation.compare import compare_keras_tflite
+    from kerasseg.export.metadata import embed_metadata
     from kerasseg.export.parity import MIOU_BOUNDS
     from kerasseg.layers.argmax import ArgMax
 
@@ -806,7 +906,8 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         to_tflite(model, tmp_path, mode, representative_data=representative_data,
                   num_calibration_samples=num_calibration_samples, output=output, metadata=meta,
                   io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
-                  float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose)
+                  float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose,
+                  input_format=input_format)
         report = compare_keras_tflite(model, tmp_path, eval_data, meta.num_classes, meta.ignore_label,
                                       max_images=max_eval_images, num_threads=num_threads)
         report.update(path=path, mode=mode, tflite_bytes=os.path.getsize(tmp_path),
@@ -827,6 +928,11 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
                                    "max_abs_logit_error", "num_images", "forced")}
         with open(tmp_json, "w", encoding="utf-8") as f:
             f.write(written.to_json())
+        # The embedded record carries the same figures as the sidecar.
+        with open(tmp_path, "rb") as f:
+            data = embed_metadata(f.read(), written)
+        with open(tmp_path, "wb") as f:
+            f.write(data)
         # Sidecar first, so that the model file is never newer than its description.
         os.replace(tmp_json, sidecar_path(path))
         os.replace(tmp_path, path)
