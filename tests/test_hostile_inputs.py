@@ -89,11 +89,12 @@ def test_calibration_error_is_a_value_error(tiny, tmp_path):
                                          (None, "model=None")])
 def test_exporters_refuse_a_non_model_with_a_type_error(tiny, tmp_path, value, shown):
     from kerasseg.errors import NotAModelError
-    from kerasseg.export import to_onnx, to_tflite
+    from kerasseg.export import export_verified, parity, to_onnx, to_tflite
     from kerasseg.export.datasets import export_data
 
     for call in (lambda: to_tflite(value, tmp_path / "x.tflite"), lambda: to_onnx(value, tmp_path / "x.onnx"),
-                 lambda: export_data(value, "folder", tmp_path)):
+                 lambda: export_data(value, "folder", tmp_path), lambda: parity(value, []),
+                 lambda: export_verified(value, tmp_path / "x.tflite", eval_data=[])):
         with pytest.raises(NotAModelError, match="Expected model to be a Keras 3 model") as e:
             call()
         assert isinstance(e.value, TypeError) and shown in str(e.value)

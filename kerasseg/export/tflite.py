@@ -708,6 +708,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
     path = os.fspath(path)
     if not path.endswith(".tflite"):
         raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
+    model = resolve_model(model)
     mode = _check_choice("mode", mode, MODES)
     if isinstance(_output_layer(model), ArgMax):
         raise ValueError(f"Expected a logits model to verify the export against. Received: model {model.name!r}, "
