@@ -8,7 +8,7 @@ import os
 
 import keras
 
-from kerasseg.saving import save_model
+from kerasseg.saving import read_metadata, save_model
 
 __all__ = ["BestModelCheckpoint", "FullSizeValidation", "GuardedBackupAndRestore", "LearningRateLogger", "NaNGuard",
            "SegmentationTensorBoard", "UnfreezeEncoder", "copy_model_weights"]
@@ -93,8 +93,6 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
     def _recorded(self):
         """The ``{"monitor", "value", "epoch"}`` record of the existing checkpoint file, if it has one."""
-        from kerasseg.saving import read_metadata
-
         if not os.path.isfile(self.path):
             return None
         try:
