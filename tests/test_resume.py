@@ -193,3 +193,34 @@ def test_sigkill_at_every_point_then_rerun_ends_bit_for_bit_like_an_uninterrupte
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y, err_msg=f"{name} differs from the uninterrupted run's")
     assert _checkpoint_record(out / "best.keras") == _checkpoint_record(ref_dir / "best.keras")
+
+
+# Two more training processes (about 30 s on the CI machine) for what test_resume_state.py covers in-process
+# (trim_event_files); end to end it shows the TensorBoard logs of a killed and resumed run hold each epoch once.
+@pytest.mark.heavy
+def test_tensorboard_logs_of_a_resumed_run_hold_each_epoch_once(tmp_path):
+    import tensorflow as tf
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from kerasseg.data.synthetic import write_dataset
+
+    data = str(write_dataset(tmp_path / "data", num_train=4, num_val=2, height=32, width=64, seed=0))
+    wrapper = tmp_path / "train_wrapper.py"
+    wrapper.write_text(WRAPPER.format(root=ROOT))
+    out = tmp_path / "out"
+    command = _command(wrapper, data, out) + ["--tensorboard", "--epochs", "3"]
+    # After epoch 2's summaries are written, before its backup is committed: epoch 2 is run again.
+    _kill_at(command, "replace:training_metadata.json:1", tmp_path / "flag")
+    assert _backup(out)[0]["epoch"] == 1
+    resumed = subprocess.run(command, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for sub in ("train", "validation"):
+        steps = {}
+        for name in os.listdir(out / "tensorboard" / sub):
+            for record in tf.data.TFRecordDataset(str(out / "tensorboard" / sub / name)):
+                event = Event.FromString(bytes(record.numpy()))
+                for value in event.summary.value:
+                    steps.setdefault(value.tag, []).append(event.step)
+        assert sorted(steps["epoch_loss"]) == [0, 1, 2], steps
+        for tag, logged in steps.items():
+            assert len(logged) == len(set(logged)), f"{sub}/{tag} logged twice at a step: {sorted(logged)}"

@@ -167,3 +167,32 @@ def test_trim_csv_log(tmp_path):
     assert path.read_text() == "epoch,loss\n0,1.0\n1,0.9\n"
     trim_csv_log(tmp_path / "missing.csv", 1)
     assert not (tmp_path / "missing.csv").exists()
+
+
+def test_trim_event_files_keeps_what_the_backup_covers(tmp_path):
+    import tensorflow as tf
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from kerasseg.training.resume import trim_event_files
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "validation"))
+    with writer.as_default():
+        tf.summary.text("keras", "model summary", step=0)
+        for epoch in range(4):  # 2 steps per epoch
+            tf.summary.scalar("epoch_loss", 1.0 / (epoch + 1), step=epoch)
+            tf.summary.scalar("evaluation_loss_vs_iterations", 1.0, step=2 * (epoch + 1))
+    writer.close()
+
+    def tags():
+        out = []
+        for name in sorted(os.listdir(tmp_path / "validation")):
+            for record in tf.data.TFRecordDataset(str(tmp_path / "validation" / name)):
+                event = Event.FromString(bytes(record.numpy()))
+                out += [(v.tag, event.step) for v in event.summary.value]
+        return sorted(out)
+
+    assert len(tags()) == 9
+    assert trim_event_files(tmp_path, epochs=2, iterations=4) == 5
+    assert tags() == [("epoch_loss", 0), ("epoch_loss", 1), ("evaluation_loss_vs_iterations", 2),
+                      ("evaluation_loss_vs_iterations", 4)]
+    assert trim_event_files(tmp_path, epochs=2, iterations=4) == 0

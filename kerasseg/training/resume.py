@@ -33,7 +33,7 @@ from kerasseg.errors import BackupMismatchError, InvalidFileError
 from kerasseg.saving import atomic_path
 from kerasseg.training.callbacks import GuardedBackupAndRestore
 
-__all__ = ["ExactBackupAndRestore", "read_backup", "run_fingerprint", "trim_csv_log", "STATE_FILE"]
+__all__ = ["ExactBackupAndRestore", "read_backup", "run_fingerprint", "trim_csv_log", "trim_event_files", "STATE_FILE"]
 
 STATE_FILE = "training_metadata.json"
 FORMAT = "kerasseg-backup/1"
@@ -119,6 +119,56 @@ def trim_csv_log(path, epochs: int) -> None:
         return
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.writelines(keep)
+
+
+def trim_event_files(log_dir, epochs: int, iterations: int) -> int:
+    """Drops the TensorBoard events a resumed run writes again, so that its logs continue rather than repeat.
+
+    TensorBoard has no notion of a rerun epoch: points of a killed epoch would show next to those of its rerun.
+    Kept: epoch summaries with ``step < epochs``, the ``*_vs_iterations`` summaries of ``keras.callbacks.TensorBoard``
+    (stepped by optimizer iterations) with ``step <= iterations``, and events without summaries except the graph,
+    which the resumed run writes again. Each file is rewritten atomically.
+
+    Args:
+        log_dir: the TensorBoard folder (searched recursively for ``events.out.tfevents.*`` files).
+        epochs: epochs in the backup.
+        iterations: optimizer iterations in the backup.
+
+    Returns:
+        The number of events dropped.
+    """
+    import tensorflow as tf
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    dropped = 0
+    for folder, _, files in os.walk(os.fspath(log_dir)):
+        for name in files:
+            if not name.startswith("events.out.tfevents."):
+                continue
+            path = os.path.join(folder, name)
+            records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+            kept = []
+            for record in records:
+                event = Event.FromString(record)
+                if event.HasField("summary"):
+                    later = any(v.tag.endswith("_vs_iterations") and event.step > iterations
+                                or not v.tag.endswith("_vs_iterations") and event.step >= epochs
+                                for v in event.summary.value)
+                    # The model summary (tag "keras", step 0) is written again at the start of the resumed run.
+                    rewritten = any(v.tag == "keras" for v in event.summary.value)
+                    if later or rewritten:
+                        continue
+                elif event.HasField("graph_def"):
+                    continue
+                kept.append(record)
+            if len(kept) == len(records):
+                continue
+            dropped += len(records) - len(kept)
+            with atomic_path(path, suffix=".tfevents") as tmp:
+                with tf.io.TFRecordWriter(tmp) as writer:
+                    for record in kept:
+                        writer.write(record)
+    return dropped
 
 
 def _seed_generator_variables(model):

@@ -107,7 +107,8 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     from kerasseg.saving import atomic_path, save_model
     from kerasseg.training import callbacks as kscb
     from kerasseg.training.distribute import is_chief, make_strategy, synchronize_batch_norm, worker_dir
-    from kerasseg.training.resume import ExactBackupAndRestore, read_backup, run_fingerprint, trim_csv_log
+    from kerasseg.training.resume import (ExactBackupAndRestore, read_backup, run_fingerprint, trim_csv_log,
+                                          trim_event_files)
     from kerasseg.training.schedules import PolyDecay
     from kerasseg.training.transfer import copy_weights, set_encoder_trainable
 
@@ -260,6 +261,8 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
             raise ImportError("Expected the 'tensorboard' package for tensorboard=True (pip install tensorboard). "
                               "Received: tensorboard=True without it installed") from None
         log_dir = os.path.join(out, "tensorboard")
+        if initial_epoch:
+            trim_event_files(log_dir, initial_epoch, initial_epoch * steps_per_epoch)
         images, labels = next(iter(ksdata.load_dataset(data_format, root, cfg.val_split,
                                                        batch_size=cfg.tensorboard_images, crop_size=(h, w),
                                                        normalization=norm)))
