@@ -125,13 +125,19 @@ def _checkpoint_record(path):
     return json.loads(zipfile.ZipFile(path).read("kerasseg.json"))["extra"]["checkpoint"]
 
 
-@pytest.mark.slow
-def test_sigkill_at_every_point_then_rerun_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path):
+def _data_and_wrapper(tmp_path):
+    """A tiny synthetic dataset and the training wrapper script, in ``tmp_path``."""
     from kerasseg.data.synthetic import write_dataset
 
     data = str(write_dataset(tmp_path / "data", num_train=4, num_val=2, height=32, width=64, seed=0))
     wrapper = tmp_path / "train_wrapper.py"
     wrapper.write_text(WRAPPER.format(root=ROOT))
+    return data, wrapper
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_point_then_rerun_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path):
+    data, wrapper = _data_and_wrapper(tmp_path)
     ref_dir = tmp_path / "reference"
     reference = subprocess.Popen(_command(wrapper, data, ref_dir), env=_env(), cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -202,11 +208,7 @@ def test_tensorboard_logs_of_a_resumed_run_hold_each_epoch_once(tmp_path):
     import tensorflow as tf
     from tensorboard.compat.proto.event_pb2 import Event
 
-    from kerasseg.data.synthetic import write_dataset
-
-    data = str(write_dataset(tmp_path / "data", num_train=4, num_val=2, height=32, width=64, seed=0))
-    wrapper = tmp_path / "train_wrapper.py"
-    wrapper.write_text(WRAPPER.format(root=ROOT))
+    data, wrapper = _data_and_wrapper(tmp_path)
     out = tmp_path / "out"
     command = _command(wrapper, data, out) + ["--tensorboard", "--epochs", "3"]
     # After epoch 2's summaries are written, before its backup is committed: epoch 2 is run again.
