@@ -43,6 +43,48 @@ def normalize_np(image: np.ndarray, mean: Sequence[float], std: Sequence[float])
     return (np.asarray(image, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metadata_values(d: dict) -> None:
+    """Types and ranges of the metadata values that preprocessing and label handling rely on."""
+    def fail(key, expected):
+        raise ValueError(f"Expected metadata {key} to be {expected}. Received: {key}={d.get(key)!r}")
+
+    if not isinstance(d["model_name"], str):
+        fail("model_name", "a string")
+    num_classes = d["num_classes"]
+    if not _is_int(num_classes) or num_classes < 1:
+        fail("num_classes", "a positive integer")
+    shape = d["input_shape"]
+    if not isinstance(shape, list) or len(shape) != 3 or not all(v is None or (_is_int(v) and v > 0) for v in shape):
+        fail("input_shape", "[height, width, channels] of positive integers (or null)")
+    if not isinstance(d.get("normalization", ""), str):
+        fail("normalization", "a string")
+    for key in ("mean", "std"):
+        if key not in d:
+            continue
+        values = d[key]
+        if (not isinstance(values, list) or len(values) not in (1, 3)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                           for v in values) or (key == "std" and any(v <= 0 for v in values))):
+            fail(key, f"1 or 3 finite numbers{' > 0' if key == 'std' else ''}")
+    names = d.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != num_classes
+                              or not all(isinstance(n, str) for n in names)):
+        fail("class_names", f"{num_classes} strings (num_classes) or null")
+    palette = d.get("palette")
+    if palette is not None and (not isinstance(palette, list) or len(palette) < num_classes or not all(
+            isinstance(c, list) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c) for c in palette)):
+        fail("palette", f"at least {num_classes} [r, g, b] colours in 0..255, or null")
+    ignore = d.get("ignore_label", IGNORE_LABEL)
+    if ignore is not None and not _is_int(ignore):
+        fail("ignore_label", "an integer or null")
+    if not isinstance(d.get("extra", {}), dict):
+        fail("extra", "a JSON object")
+
+
 @dataclasses.dataclass
 class ModelMetadata:
     """What a deployed model needs besides its weights.
@@ -104,10 +146,22 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelMetadata":
+        """Metadata read from a file: every value is checked, since the file may come from anywhere.
+
+        Raises:
+            ValueError: not a mapping, an unknown or missing key, or a value of the wrong type or range (named).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"Expected the metadata to be a JSON object. Received: {type(d).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
             raise ValueError(f"Unknown metadata keys. Expected a subset of {sorted(fields)}. Received: {unknown}")
+        missing = sorted({"model_name", "num_classes", "input_shape"} - set(d))
+        if missing:
+            raise ValueError(f"Expected the metadata keys model_name, num_classes and input_shape. Received: "
+                             f"metadata without {missing}")
+        _check_metadata_values(d)
         return cls(**d)
 
     def to_json(self) -> str:
@@ -115,4 +169,8 @@ class ModelMetadata:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelMetadata":
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"Expected metadata as JSON text. Received: text that does not parse ({e})") from None
+        return cls.from_dict(d)

@@ -12,9 +12,10 @@ import os
 import tempfile
 import zipfile
 
+from kerasseg.errors import InvalidFileError, NotAModelError
 from kerasseg.preprocessing import ModelMetadata
 
-__all__ = ["save_model", "load_model", "read_metadata", "atomic_path"]
+__all__ = ["save_model", "load_model", "read_metadata", "atomic_path", "resolve_model"]
 
 METADATA_ENTRY = "kerasseg.json"
 
@@ -75,10 +76,14 @@ def read_metadata(path) -> ModelMetadata | None:
         with zipfile.ZipFile(path) as zf:
             if METADATA_ENTRY not in zf.namelist():
                 return None
-            return ModelMetadata.from_json(zf.read(METADATA_ENTRY).decode("utf-8"))
+            text = zf.read(METADATA_ENTRY)
     except zipfile.BadZipFile:
-        raise ValueError(f"Expected a .keras model file (a zip archive). Received: path={path!r}, "
-                         f"which is not a zip archive") from None
+        raise InvalidFileError(f"Expected a .keras model file (a zip archive). Received: path={path!r}, "
+                               f"which is not a zip archive") from None
+    try:
+        return ModelMetadata.from_json(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidFileError(f"{e} (in the {METADATA_ENTRY} entry of {path!r})") from None
 
 
 def load_model(path, *, compile: bool = False, safe_mode: bool = True):
@@ -95,3 +100,27 @@ def load_model(path, *, compile: bool = False, safe_mode: bool = True):
     if metadata is not None:
         model.kerasseg_metadata = metadata
     return model
+
+
+def resolve_model(model, arg: str = "model"):
+    """The Keras 3 model a public function was given: a model as it is, or a ``.keras`` path loaded with `load_model`.
+
+    Raises:
+        NotAModelError: (a ``TypeError``) anything else, including the quantization-aware ``tf_keras`` models of
+            `kerasseg.export.quantize_aware`, which have their own exporter (the message names it).
+        FileNotFoundError: a ``.keras`` path that does not exist.
+    """
+    import keras
+
+    if isinstance(model, keras.Model):
+        return model
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).endswith(".keras"):
+        return load_model(model)
+    if type(model).__module__.startswith("tf_keras"):
+        raise NotAModelError(
+            f"Expected {arg} to be a Keras 3 model or a .keras path. Received: {arg}={getattr(model, 'name', model)!r}"
+            f", a tf_keras model (the quantization-aware copy made by kerasseg.export.quantize_aware?). Export a "
+            f"quantization-aware model with kerasseg.export.qat.qat_to_tflite(qat_model, path, "
+            f"representative_data=...)")
+    raise NotAModelError(f"Expected {arg} to be a Keras 3 model or a path to a .keras file. Received: "
+                         f"{arg}={model!r:.80} of type {type(model).__name__}")

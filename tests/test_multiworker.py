@@ -168,8 +168,8 @@ def test_two_workers_match_a_single_process(tmp_path):
     assert json.loads((multi / "config.json").read_text())["strategy"] == "multiworker"
     # While training, each worker backs up to its own folder (BackupAndRestore resumes each from its own backup).
     chief_files, worker_files = (_files(text) for text in outputs)
-    assert {"backup/training_metadata.json", "backup/latest.weights.h5", "config.json"} <= chief_files
-    assert {"workertemp_1/backup/training_metadata.json", "workertemp_1/backup/latest.weights.h5",
+    assert {"backup/training_metadata.json", "backup/epoch-0001-step-000000.weights.h5", "config.json"} <= chief_files
+    assert {"workertemp_1/backup/training_metadata.json", "workertemp_1/backup/epoch-0001-step-000000.weights.h5",
             "workertemp_1/history.csv"} <= worker_files
     chief_losses, worker_losses = (_losses(text) for text in outputs)
     assert chief_losses == worker_losses  # both workers log the same all-reduced values

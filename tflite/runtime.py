@@ -45,7 +45,7 @@ except ImportError:  # run as a script: metadata.py sits beside this file (also 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from metadata import read_labels, read_record
 
-__all__ = ["Segmenter", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "letterbox_box",
+__all__ = ["Segmenter", "check_metadata", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "letterbox_box",
            "external_delegate", "parse_delegate_options", "ASPECTS", "main"]
 
 _HEADS = ("logits", "probabilities", "labels")
@@ -254,6 +254,122 @@ def load_image(path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+
+def _detail_quantization(detail):
+    scale, zero_point = detail["quantization"]
+    return (float(scale), int(zero_point)) if scale else None
+
+
+def check_metadata(meta, input_details, output_details, source: str = "the metadata") -> dict:
+    """Checks every value of a kerasseg metadata dict against the model it describes; refuses a contradiction.
+
+    The sidecar JSON and any metadata block embedded in the model file go through this one check, so a description
+    that lies about its model (another class count, input size or dtype, quantisation, output head) stops the
+    runtime at load time rather than giving wrong labels later.
+
+    Args:
+        meta: the parsed metadata (``num_classes``, ``mean``, ``std``, optional ``input_shape``, ``class_names``,
+            ``palette``, ``ignore_label`` and the exporter's record ``extra.export``).
+        input_details, output_details: one entry of LiteRT's ``Interpreter.get_input_details()`` /
+            ``get_output_details()`` (``shape``, ``dtype``, ``quantization``).
+        source: names the metadata in the messages (a file path).
+
+    Returns:
+        dict with ``num_classes``, ``output`` (the head) and ``host_upsample`` (``(height, width)`` or ``None``).
+
+    Raises:
+        ValueError: a missing or malformed value, or one that contradicts the model (named, with both values).
+    """
+    def fail(expected, received):
+        raise ValueError(f"Expected {expected} in {source}. Received: {received}")
+
+    if not isinstance(meta, dict):
+        fail("a JSON object", f"{type(meta).__name__}")
+    num_classes = meta.get("num_classes")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        fail("num_classes to be a positive integer", f"num_classes={num_classes!r}")
+    for key in ("mean", "std"):
+        try:
+            values = np.asarray(meta.get(key), np.float64)
+        except (TypeError, ValueError):
+            values = np.asarray([np.nan])
+        if values.shape not in ((1,), (3,)) or not np.all(np.isfinite(values)) or (key == "std" and np.any(
+                values <= 0)):
+            fail(f"{key} to be 1 or 3 finite numbers{' > 0' if key == 'std' else ''}", f"{key}={meta.get(key)!r}")
+    in_shape = [int(d) for d in input_details["shape"]]
+    out_shape = [int(d) for d in output_details["shape"]]
+    if len(in_shape) != 4 or in_shape[0] != 1 or in_shape[3] != 3:
+        fail("a model input of shape (1, H, W, 3)", f"a model input of shape {tuple(in_shape)}")
+    recorded_shape = meta.get("input_shape")
+    if recorded_shape is not None:
+        if not isinstance(recorded_shape, list) or len(recorded_shape) != 3 or any(
+                d is not None and d != m for d, m in zip(recorded_shape, in_shape[1:])):
+            fail(f"input_shape {in_shape[1:]} (the model's input)", f"input_shape={recorded_shape!r}")
+    extra = meta.get("extra", {})
+    export = extra.get("export", {}) if isinstance(extra, dict) else None
+    if not isinstance(export, dict):
+        fail("extra.export to be a JSON object", f"{export!r}")
+    in_dtype, out_dtype = np.dtype(input_details["dtype"]), np.dtype(output_details["dtype"])
+    in_q, out_q = _detail_quantization(input_details), _detail_quantization(output_details)
+    for key, actual in (("input_dtype", in_dtype.name), ("output_dtype", out_dtype.name),
+                        ("input_shape", in_shape), ("output_shape", out_shape)):
+        if key in export and export[key] != actual:
+            fail(f"extra.export.{key}={actual!r} (the model's)", f"{key}={export[key]!r}")
+    for key, actual in (("input_quantization", in_q), ("output_quantization", out_q)):
+        if key not in export:
+            continue
+        recorded = export[key]
+        same = (recorded is None and actual is None) or (
+            isinstance(recorded, list) and len(recorded) == 2 and actual is not None
+            and np.isclose(float(recorded[0]), actual[0], rtol=1e-6, atol=0) and int(recorded[1]) == actual[1])
+        if not same:
+            fail(f"extra.export.{key}={list(actual) if actual else None} (the model's [scale, zero_point])",
+                 f"{key}={recorded!r}")
+    mode = export.get("mode")
+    # int8 files with layers kept in float (``fully_integer: false``) take float input like the float modes.
+    integer_io = mode in ("int8", "int16x8") and export.get("fully_integer", True) is not False
+    if mode is not None and integer_io != (in_q is not None):
+        fail(f"mode {'int8 or int16x8' if in_q else 'a float mode (or int8 with float layers)'} for a model whose "
+             f"input is {in_dtype.name}{' quantised' if in_q else ''}", f"mode={mode!r}")
+
+    label_head = np.issubdtype(out_dtype, np.integer) and out_q is None
+    output = export.get("output") or ("labels" if label_head else "logits")
+    if output not in _HEADS or (output == "labels") != label_head:
+        expected = "'labels'" if label_head else "'logits' or 'probabilities'"
+        fail(f"the export output to be {expected} for an output tensor of dtype {out_dtype}", f"output={output!r}")
+    if output != "labels" and out_shape[-1] != num_classes:
+        fail(f"num_classes={out_shape[-1]} (the model's output channels)", f"num_classes={num_classes}")
+    upsample = export.get("host_upsample")
+    host_upsample = None
+    if upsample:
+        size = upsample.get("size") if isinstance(upsample, dict) else None
+        if (not isinstance(upsample, dict) or upsample.get("method") != "bilinear" or not isinstance(size, list)
+                or len(size) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)
+                or output == "labels"):
+            fail("host_upsample to be a bilinear resize of a logits head to [height, width]",
+                 f"host_upsample={upsample!r} for output {output!r}")
+        host_upsample = (int(size[0]), int(size[1]))
+    for key in ("class_names", "palette"):
+        value = meta.get(key)
+        # Palettes may be longer than the class list (a dataset's full colour map); names may not.
+        if value is not None and (not isinstance(value, list) or (
+                len(value) != num_classes if key == "class_names" else len(value) < num_classes)):
+            fail(f"{key} to list the {num_classes} classes", f"{key} of length "
+                 f"{len(value) if isinstance(value, list) else type(value).__name__}")
+    if meta.get("class_names") is not None and not all(isinstance(n, str) for n in meta["class_names"]):
+        fail("class_names to be strings", f"class_names={meta['class_names']!r}")
+    if meta.get("palette") is not None:
+        try:
+            _palette_array(meta["palette"])
+        except (ValueError, TypeError) as e:
+            fail("a palette of [r, g, b] colours in 0..255", f"palette ({e})")
+    ignore = meta.get("ignore_label", 255)
+    if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
+        fail("ignore_label to be an integer or null", f"ignore_label={ignore!r}")
+
+    return {"num_classes": num_classes, "output": output, "host_upsample": host_upsample}
+
+
 class Segmenter:
     """Runs an exported kerasseg segmentation model on RGB images.
 
@@ -304,64 +420,43 @@ class Segmenter:
         with open(model_path, "rb") as f:
             model_bytes = f.read()
         meta, metadata_path = self._read_metadata(model_bytes, model_path, metadata_path)
-        try:
-            self.num_classes = int(meta["num_classes"])
-            self.mean = np.asarray(meta["mean"], np.float32)
-            self.std = np.asarray(meta["std"], np.float32)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"Expected a kerasseg metadata JSON with num_classes, mean and std. Received: "
-                             f"metadata_path={metadata_path!r} ({type(e).__name__}: {e})") from None
-        self.metadata = meta
         self.metadata_source = metadata_path
-        self.class_names = meta.get("class_names")
-        self.ignore_label = meta.get("ignore_label", 255)
-        palette = meta.get("palette")
-        self.palette = _palette_array(palette) if palette else default_palette(self.num_classes)
-
-        self.input_format = meta.get("extra", {}).get("export", {}).get("input_format", "normalized")
-        if self.input_format not in ("pixels", "normalized"):
-            raise ValueError(f"Expected the metadata's input_format to be 'pixels' or 'normalized'. Received: "
-                             f"input_format={self.input_format!r} ({metadata_path!r})")
         self._box = None
         delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
         self.accelerator = (f"delegate {os.path.basename(os.fspath(delegate))} (operators it does not take run on the "
                             f"CPU)" if delegate is not None else f"CPU (XNNPACK, {num_threads} threads)")
-        self.interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads,
-                                       experimental_delegates=delegates)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads,
+                                           experimental_delegates=delegates)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:  # LiteRT's words for a truncated or foreign file
+            raise ValueError(f"Expected a TFLite model file. Received: model_path={model_path!r}, which LiteRT "
+                             f"cannot load ({str(e).strip()[:200]})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"Expected a model with one input and one output. Received: {model_path!r} with "
                              f"{len(inputs)} inputs and {len(outputs)} outputs")
         self._input, self._output = inputs[0], outputs[0]
-        shape = tuple(int(d) for d in self._input["shape"])
-        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
-            raise ValueError(f"Expected a model input of shape (1, H, W, 3). Received: {shape} in {model_path!r}")
-        self.input_size = shape[1:3]
+        checked = check_metadata(meta, self._input, self._output, source=f"{metadata_path!r} (for {model_path!r})")
+        self.metadata = meta
+        self.num_classes, self.output, self.host_upsample = (checked["num_classes"], checked["output"],
+                                                             checked["host_upsample"])
+        self.mean = np.asarray(meta["mean"], np.float32)
+        self.std = np.asarray(meta["std"], np.float32)
+        self.class_names = meta.get("class_names")
+        self.ignore_label = meta.get("ignore_label", 255)
+        palette = meta.get("palette")
+        self.palette = _palette_array(palette) if palette else default_palette(self.num_classes)
+        self.input_size = tuple(int(d) for d in self._input["shape"][1:3])
         self.input_dtype = np.dtype(self._input["dtype"])
         self.output_dtype = np.dtype(self._output["dtype"])
         self._in_q = self._quantization(self._input)
         self._out_q = self._quantization(self._output)
-
-        label_head = np.issubdtype(self.output_dtype, np.integer) and self._out_q is None
-        self.output = meta.get("extra", {}).get("export", {}).get("output") or (
-            "labels" if label_head else "logits")
-        if self.output not in _HEADS or (self.output == "labels") != label_head:
-            expected = "'labels'" if label_head else "'logits' or 'probabilities'"
-            raise ValueError(f"Expected the sidecar's export output to be {expected} for this model. Received: "
-                             f"output={self.output!r} for an output tensor of dtype {self.output_dtype} "
-                             f"({metadata_path!r})")
         self._label_dtype = np.uint8 if self.num_classes <= 256 else np.int32
-        upsample = meta.get("extra", {}).get("export", {}).get("host_upsample")
-        self.host_upsample = None
-        if upsample:
-            size = upsample.get("size") if isinstance(upsample, dict) else None
-            if (upsample.get("method") != "bilinear" or not isinstance(size, list) or len(size) != 2
-                    or self.output == "labels"):
-                raise ValueError(f"Expected the sidecar's host_upsample to be a bilinear resize of a logits head to "
-                                 f"[height, width]. Received: host_upsample={upsample!r} for output "
-                                 f"{self.output!r} ({metadata_path!r})")
-            self.host_upsample = (int(size[0]), int(size[1]))
+        self.input_format = meta.get("extra", {}).get("export", {}).get("input_format", "normalized")
+        if self.input_format not in ("pixels", "normalized"):
+            raise ValueError(f"Expected the metadata's input_format to be 'pixels' or 'normalized'. Received: "
+                             f"input_format={self.input_format!r} ({metadata_path!r})")
         self._compiled = self._compile(model_bytes, hardware) if hardware is not None else None
         self.timings: dict[str, float] = {}
 

@@ -351,7 +351,9 @@ def _latency(args) -> int:
     print("GFLOP/s of the quantised models count the same operations as fp32 (integer ops are not FLOPs); "
           "their share of the fp32 peak is for comparison only.")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+        from kerasseg.saving import atomic_path
+
+        with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump({"manifest": manifest, "threads": args.threads, "runs": args.runs,
                        "matmul_peak": peak, "rows": results}, f, indent=2)
         print(f"wrote {args.json}")

@@ -44,7 +44,9 @@ def main(argv=None) -> int:
         if not args.quiet and len(args.models) > 1:
             print()
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+        from kerasseg.saving import atomic_path
+
+        with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump([r.to_dict() for r in reports], f, indent=2)
         print(f"wrote {args.json}")
     return 0 if all(r.ok for r in reports) else 1

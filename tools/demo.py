@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     from kerasseg.evaluation import ConfusionMatrix
     from kerasseg.export import to_tflite
     from kerasseg.training import TrainConfig, parse_size, train
+    from kerasseg.visualize import save_image
     from tflite.runtime import Segmenter, overlay
 
     out = args.output_dir
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
         total += int(valid.sum())
         if i == 0:
             overlay_path = os.path.join(out, "overlay.png")
-            Image.fromarray(overlay(image, pred, meta.palette)).save(overlay_path)
+            save_image(overlay(image, pred, meta.palette), overlay_path)
     first_image = np.asarray(Image.open(pairs[0][0]).convert("RGB"))
     int8_ms = _timed(lambda: seg.predict(first_image), runs=20)
 
@@ -167,6 +168,7 @@ def _real_frame(args, out: str) -> None:
     from PIL import Image
 
     import kerasseg
+    from kerasseg.visualize import save_image
     from tflite.runtime import Segmenter, overlay
 
     frame = args.real_frame
@@ -184,7 +186,7 @@ def _real_frame(args, out: str) -> None:
     labels = seg.predict(image)
     ms = _timed(lambda: seg.predict(image), runs=10)
     path = os.path.join(out, "pretrained_erfnet_camvid_overlay.png")
-    Image.fromarray(overlay(image, labels, seg.palette)).save(path)
+    save_image(overlay(image, labels, seg.palette), path)
     shares = np.bincount(labels.ravel(), minlength=seg.num_classes) / labels.size
     top = ", ".join(f"{seg.class_names[c]} {100 * shares[c]:.0f} %" for c in np.argsort(-shares)[:4])
     print(f"\n  real frame {frame}: pretrained erfnet_camvid int8, {ms:.1f} ms per frame "

@@ -73,7 +73,6 @@ def _size(text, arg):
 def run(args) -> int:
     import kerasseg
     from kerasseg import data as ksdata
-    from kerasseg.data.folder import read_classes
     from kerasseg.evaluation import DEFAULT_SCALES, evaluate, format_table, keras_predict_fn, write_report
     from kerasseg.evaluation.crf import crf_from_arguments
     from kerasseg.preprocessing import ModelMetadata
@@ -106,10 +105,11 @@ def run(args) -> int:
     dataset = ksdata.load_dataset(args.dataset, root, args.split, batch_size=1, augment=False, shuffle=False,
                                   normalization=(list(metadata.mean), list(metadata.std)), **generation)
 
-    classes = read_classes(root)
+    # The format's own classes: classes.json for the folder layouts, the fixed class list of a public dataset.
+    classes = ksdata.dataset_classes(args.dataset, root, args.split)
     if classes.num_classes != num_classes:
         raise ValueError(f"Expected a dataset with the model's {num_classes} classes. Received: "
-                         f"{classes.num_classes} classes in {os.path.join(root, 'classes.json')}")
+                         f"{classes.num_classes} classes in --dataset {args.dataset} --data-dir {root}")
     # The labels use the dataset's ignore value; the class names are the ones the model was trained with.
     class_names = metadata.class_names or list(classes.names)
     ignore_label = classes.ignore_label

@@ -145,7 +145,7 @@ def main(argv=None) -> int:
             sidecar = json.load(f)
         sidecar.setdefault("extra", {})["pretrained"] = record
         sidecar["extra"]["training"] = training
-        with open(sidecar_path, "w", encoding="utf-8") as f:
+        with atomic_path(sidecar_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(sidecar, f, indent=2)
         # The file describes itself with the same record (standard TFLite metadata), sidecar or not.
         with open(int8_path, "rb") as f:

@@ -121,7 +121,9 @@ def main(argv=None) -> int:
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))
         os.makedirs(folder, exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
+        from kerasseg.saving import atomic_path
+
+        with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(result.to_json())
         print(f"wrote {args.json}")
     if not result.ok:

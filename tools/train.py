@@ -128,6 +128,7 @@ def resolve_config(argv=None):
 
 def main(argv=None) -> int:
     cfg = resolve_config(argv)
+    from kerasseg.errors import InvalidFileError
     from kerasseg.training import TrainingDivergedError, train
 
     try:
@@ -135,6 +136,9 @@ def main(argv=None) -> int:
     except TrainingDivergedError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 3
+    except InvalidFileError as e:  # a backup of another run, or a broken one
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
     print(f"best val mIoU {result['best_val_miou']:.4f} at epoch {result['best_epoch']} "
           f"({result['seconds']:.0f} s); wrote {result['best_path']} and {result['final_path']}")
     return 0

@@ -52,7 +52,9 @@ def main(argv=None) -> int:
                         "unexpected_values": {str(k): v for k, v in report.unexpected_values.items()},
                         "sizes": {f"{h}x{w}": n for (h, w), n in report.sizes.items()}})
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+        from kerasseg.saving import atomic_path
+
+        with atomic_path(args.json) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump({"format": args.format, "root": args.root, "splits": reports}, f, indent=2)
     return 0 if ok else 1
 

@@ -18,8 +18,8 @@ def export_data(model, dataset_format: str, root, *, calibration: bool = True, c
     when the model does not record them and the class count matches.
 
     Args:
-        model: the Keras model (its ``kerasseg_metadata`` gives the normalisation; ImageNet's otherwise, with a
-            warning).
+        model: the Keras model or the path of its ``.keras`` file (its ``kerasseg_metadata`` gives the
+            normalisation; ImageNet's otherwise, with a warning).
         dataset_format: a `kerasseg.data.load_dataset` format (``"folder"``, ``"synthetic"``, ...).
         root: the dataset folder.
         calibration: build the calibration pipeline (``None`` is returned in its place otherwise).
@@ -32,7 +32,9 @@ def export_data(model, dataset_format: str, root, *, calibration: bool = True, c
     """
     from kerasseg import data as ksdata
     from kerasseg.export.tflite import export_metadata
+    from kerasseg.saving import resolve_model
 
+    model = resolve_model(model)
     if metadata is None and getattr(model, "kerasseg_metadata", None) is None:
         print(f"warning: model {model.name!r} carries no kerasseg metadata; assuming ImageNet normalisation",
               file=sys.stderr)

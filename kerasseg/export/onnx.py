@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from kerasseg.preprocessing import ModelMetadata
-from kerasseg.saving import atomic_path
+from kerasseg.saving import atomic_path, resolve_model
 
 __all__ = ["DEFAULT_OPSET", "MODES", "to_onnx", "convert_to_onnx", "ONNXModel", "ONNXMismatchError"]
 
@@ -205,7 +205,8 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", 
     """Converts a Keras model to a ``.onnx`` file with tf2onnx and writes its metadata sidecar, both atomically.
 
     Args:
-        model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output.
+        model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output, or the path of
+            a ``.keras`` file.
         path: destination ``.onnx`` file; the sidecar goes to ``os.path.splitext(path)[0] + ".json"``.
         opset: ONNX opset (17 by default; 13 to 18).
         output, label_dtype, host_upsample: the exported head (see `kerasseg.export.tflite.with_head`).
@@ -229,6 +230,7 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", 
     """
     from kerasseg.export.tflite import export_metadata, output_upsampling, sidecar_path
 
+    model = resolve_model(model)
     path = os.fspath(path)
     if not path.endswith(".onnx"):
         raise ValueError(f"Expected a path ending in '.onnx'. Received: path={path!r}")

@@ -267,7 +267,9 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     from kerasseg.evaluation.significance import paired_bootstrap
     from kerasseg.export.onnx import ONNXModel, to_onnx
     from kerasseg.export.tflite import TFLiteModel, export_metadata, to_tflite
+    from kerasseg.saving import resolve_model
 
+    model = resolve_model(model)
     variants = list(variants)
     unknown = [v for v in variants if v not in VARIANTS + QUANT_VARIANTS[:-1] and not _FALLBACK.match(str(v))]
     if unknown or len(set(variants)) != len(variants) or not (variants or files):

@@ -50,8 +50,9 @@ import warnings
 
 import numpy as np
 
+from kerasseg.errors import CalibrationDataError, InvalidFileError
 from kerasseg.preprocessing import NORMALIZATIONS, ModelMetadata
-from kerasseg.saving import atomic_path
+from kerasseg.saving import atomic_path, resolve_model
 
 __all__ = [
     "MODES",
@@ -106,8 +107,11 @@ def read_sidecar(path) -> ModelMetadata:
     json_path = path if path.endswith(".json") else sidecar_path(path)
     if not os.path.isfile(json_path):
         raise FileNotFoundError(f"Expected a metadata sidecar next to the model. Received: no file {json_path!r}")
-    with open(json_path, encoding="utf-8") as f:
-        return ModelMetadata.from_json(f.read())
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            return ModelMetadata.from_json(f.read())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidFileError(f"{e} (in the sidecar {json_path!r})") from None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -271,21 +275,28 @@ def calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: 
     interactive = verbose and sys.stderr.isatty()
     step = max(1, count // 10)
     done = 0
-    for element in data:
+    for index, element in enumerate(data):
+        where = f"representative_data element {index}"
         if isinstance(element, (tuple, list)):
             if not element:
-                raise ValueError("Expected representative_data to yield images, (images, labels) tuples or "
-                                 "batches. Received: an empty tuple")
+                raise CalibrationDataError(f"Expected representative_data to yield images, (images, labels) tuples "
+                                           f"or batches. Received: an empty tuple as {where}")
             element = element[0]
         batch = np.asarray(element)
         if not np.issubdtype(batch.dtype, np.floating):
-            raise ValueError(f"Expected representative_data to yield normalised float images (the model's input, "
-                             f"not raw pixels). Received: dtype {batch.dtype}")
+            raise CalibrationDataError(f"Expected representative_data to yield normalised float images (the "
+                                       f"model's input, not raw pixels). Received: dtype {batch.dtype} in {where}")
         if batch.ndim == 3:
             batch = batch[None]
-        if batch.ndim != 4 or batch.shape[-1] != channels:
-            raise ValueError(f"Expected representative_data to yield images (H, W, {channels}) or batches "
-                             f"(B, H, W, {channels}). Received: an element of shape {batch.shape}")
+        if batch.ndim != 4 or batch.shape[-1] != channels or 0 in batch.shape:
+            raise CalibrationDataError(f"Expected representative_data to yield images (H, W, {channels}) or "
+                                       f"batches (B, H, W, {channels}) for the model input {shape}. Received: shape "
+                                       f"{np.shape(element)} in {where}")
+        finite = np.isfinite(batch).reshape(len(batch), -1).all(axis=1)
+        if not finite.all():
+            raise CalibrationDataError(f"Expected finite calibration images. Received: NaN or infinite values in "
+                                       f"{where}" + (f", image {int(np.argmin(finite))} of its batch"
+                                                     if len(batch) > 1 else ""))
         batch = batch.astype(np.float32, copy=False)
         if batch.shape[1:3] != (height, width):
             # Bilinear resizing is linear, so resizing normalised images equals normalising resized ones.
@@ -485,6 +496,7 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
 
     from kerasseg.layers.unpooling import integer_unpooling
 
+    model = resolve_model(model)
     mode = _check_choice("mode", mode, MODES)
     output = _check_choice("output", output, OUTPUT_HEADS)
     input_format = _check_choice("input_format", input_format, INPUT_FORMATS)
@@ -653,7 +665,8 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
     """Converts a Keras model to a ``.tflite`` file with embedded metadata and writes its sidecar, both atomically.
 
     Args:
-        model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output.
+        model: a Keras model with one static-shaped input ``(B, H, W, C)`` and one logits output, or the path of
+            a ``.keras`` file; a quantization-aware model is refused with a `TypeError` naming `qat_to_tflite`.
         path: destination ``.tflite`` file; the sidecar goes to ``os.path.splitext(path)[0] + ".json"``.
         mode: ``"fp32"``, ``"fp16"`` (float16 weights), ``"dynamic"`` (int8 weights, float activations),
             ``"int8"`` (full-integer: weights, activations, input and output) or ``"int16x8"`` (int16 activations,
@@ -694,6 +707,7 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
             is written then.
         EdgeCompatibilityError: (a ``ValueError``) the model fails the rules of ``target``; nothing is written.
     """
+    model = resolve_model(model)
     path = os.fspath(path)
     if not path.endswith(".tflite"):
         raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
@@ -886,6 +900,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
     path = os.fspath(path)
     if not path.endswith(".tflite"):
         raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
+    model = resolve_model(model)
     mode = _check_choice("mode", mode, MODES)
     if isinstance(_output_layer(model), ArgMax):
         raise ValueError(f"Expected a logits model to verify the export against. Received: model {model.name!r}, "

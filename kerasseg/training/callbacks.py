@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 
 import keras
 
-from kerasseg.saving import save_model
+from kerasseg.saving import read_metadata, save_model
 
 __all__ = ["BestModelCheckpoint", "FullSizeValidation", "GuardedBackupAndRestore", "LearningRateLogger", "NaNGuard",
            "SegmentationTensorBoard", "UnfreezeEncoder", "copy_model_weights"]
@@ -71,6 +73,35 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best = -math.inf if mode == "max" else math.inf
         self.best_epoch = None
 
+    def get_state(self) -> dict:
+        """The best value and epoch so far (for `kerasseg.training.resume.ExactBackupAndRestore`)."""
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def set_state(self, state: dict) -> None:
+        """Restores `get_state`; a better value recorded in the checkpoint file itself wins.
+
+        A process killed after writing a new best file but before its backup reruns that epoch; without this, a
+        rerun that scores lower (non-deterministic training) would replace the better file.
+        """
+        self.best, self.best_epoch = float(state["best"]), state["best_epoch"]
+        recorded = self._recorded()
+        if recorded is not None and self._better(float(recorded["value"]), self.best):
+            self.best, self.best_epoch = float(recorded["value"]), int(recorded["epoch"]) - 1
+
+    def _better(self, value: float, than: float) -> bool:
+        return value > than if self.mode == "max" else value < than
+
+    def _recorded(self):
+        """The ``{"monitor", "value", "epoch"}`` record of the existing checkpoint file, if it has one."""
+        if not os.path.isfile(self.path):
+            return None
+        try:
+            metadata = read_metadata(self.path)
+        except ValueError:
+            return None
+        record = (metadata.extra.get("checkpoint") if metadata is not None else None) or {}
+        return record if record.get("monitor") == self.monitor and "value" in record else None
+
     def on_epoch_end(self, epoch, logs=None):
         if not _finite_loss(logs):
             return  # a diverged model is never "best", whatever its validation score
@@ -79,15 +110,19 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             raise KeyError(f"BestModelCheckpoint monitors {self.monitor!r}, which is not in the logs. "
                            f"Expected one of {sorted(logs or {})}. Received: monitor={self.monitor!r}")
         value = float(value)
-        better = value > self.best if self.mode == "max" else value < self.best
-        if better and not math.isnan(value):
+        if self._better(value, self.best) and not math.isnan(value):
             if self.verbose and self.enabled:
                 print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.4f} to {value:.4f}, "
                       f"saving {self.path}")
             self.best, self.best_epoch = value, epoch
             if self.enabled:
-                save_model(self.save_model if self.save_model is not None else self.model, self.path,
-                           metadata=self.metadata)
+                model = self.save_model if self.save_model is not None else self.model
+                metadata = self.metadata if self.metadata is not None else getattr(model, "kerasseg_metadata", None)
+                if metadata is not None:
+                    # The score travels with the file, so that a resumed run never replaces it with a worse one.
+                    metadata = dataclasses.replace(metadata, extra={**metadata.extra, "checkpoint": {
+                        "monitor": self.monitor, "value": value, "epoch": epoch + 1}})
+                save_model(model, self.path, metadata=metadata)
 
 
 def copy_model_weights(source, target) -> None:
@@ -172,6 +207,12 @@ class NaNGuard(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.stopped_at = None
+
+    def get_state(self) -> dict:
+        return {"stopped_at": self.stopped_at}
+
+    def set_state(self, state: dict) -> None:
+        self.stopped_at = tuple(state["stopped_at"]) if state.get("stopped_at") else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -33,18 +33,6 @@ def _prepare_dataset(cfg: TrainConfig) -> str:
     return cfg.data_dir
 
 
-def _completed_epochs(backup_dir: str) -> int:
-    """Epochs finished by an interrupted run, from the BackupAndRestore metadata (0 when there is none)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.isfile(path):
-        return 0
-    try:
-        with open(path) as f:
-            return int(json.load(f).get("epoch", 0))
-    except (ValueError, OSError):
-        return 0
-
-
 def _make_optimizer(cfg: TrainConfig, schedule):
     import keras
 
@@ -119,6 +107,8 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     from kerasseg.saving import atomic_path, save_model
     from kerasseg.training import callbacks as kscb
     from kerasseg.training.distribute import is_chief, make_strategy, synchronize_batch_norm, worker_dir
+    from kerasseg.training.resume import (ExactBackupAndRestore, read_backup, run_fingerprint, trim_csv_log,
+                                          trim_event_files)
     from kerasseg.training.schedules import PolyDecay
     from kerasseg.training.transfer import copy_weights, set_encoder_trainable
 
@@ -131,6 +121,11 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     # folder of their own inside it (removed after the run), so that they never overwrite the chief's files.
     out = worker_dir(strategy, cfg.output_dir)
     os.makedirs(out, exist_ok=True)
+    backup_dir = os.path.join(out, "backup")
+    fingerprint = run_fingerprint(cfg.to_dict())
+    # Checked before any file of the run is touched: a backup of another configuration is refused, never mixed in.
+    backup = read_backup(backup_dir, fingerprint) if cfg.backup_freq != "none" else None
+    initial_epoch = int(backup["epoch"]) if backup else 0
     root = _prepare_dataset(cfg)
     # A generated synthetic dataset is a plain folder dataset.
     data_format = "folder" if cfg.dataset == "synthetic" else cfg.dataset
@@ -209,8 +204,6 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
             set_encoder_trainable(model, False)
         model.compile(optimizer=optimizer, jit_compile="auto" if cfg.jit is None else cfg.jit, **compile_args)
 
-    backup_dir = os.path.join(out, "backup")
-    initial_epoch = _completed_epochs(backup_dir) if cfg.backup_freq != "none" else 0
     train_ds = ksdata.load_dataset(data_format, root, cfg.train_split, batch_size=cfg.batch_size, crop_size=(h, w),
                                    augment=cfg.augment, normalization=norm, seed=cfg.seed, repeat=True,
                                    scale_range=cfg.scale_range, photometric=cfg.photometric, cache=cfg.cache)
@@ -257,7 +250,10 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     callbacks.append(best)
     if cfg.unfreeze_at_epoch is not None:
         callbacks.append(kscb.UnfreezeEncoder(cfg.unfreeze_at_epoch, verbose=cfg.verbose))
-    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=initial_epoch > 0))
+    history_csv = os.path.join(out, "history.csv")
+    if initial_epoch:
+        trim_csv_log(history_csv, initial_epoch)  # rows of epochs after the backup are written again
+    callbacks.append(keras.callbacks.CSVLogger(history_csv, append=initial_epoch > 0))
     if cfg.tensorboard:
         try:
             import tensorboard  # noqa: F401  (tf.summary needs it to write anything)
@@ -265,6 +261,8 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
             raise ImportError("Expected the 'tensorboard' package for tensorboard=True (pip install tensorboard). "
                               "Received: tensorboard=True without it installed") from None
         log_dir = os.path.join(out, "tensorboard")
+        if initial_epoch:
+            trim_event_files(log_dir, initial_epoch, initial_epoch * steps_per_epoch)
         images, labels = next(iter(ksdata.load_dataset(data_format, root, cfg.val_split,
                                                        batch_size=cfg.tensorboard_images, crop_size=(h, w),
                                                        normalization=norm)))
@@ -273,7 +271,9 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
                                                    predict_model=inference_model)]
     if cfg.backup_freq != "none":
         # Last, after the checkpoint callbacks: a backup marks the epoch as done only once everything of it is saved.
-        callbacks.append(kscb.GuardedBackupAndRestore(backup_dir, save_freq=cfg.backup_freq))
+        stateful = callbacks + extra_callbacks
+        callbacks.append(ExactBackupAndRestore(backup_dir, fingerprint, save_freq=cfg.backup_freq,
+                                               callbacks=stateful))
     callbacks += extra_callbacks
 
     start = time.perf_counter()
