@@ -586,6 +586,7 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
             without float layers, float tensors).
         EdgeCompatibilityError: (a ``ValueError``) the model fails the rules of ``target``.
     """
+    model = resolve_model(model)
     if target is not None:
         from kerasseg.export.check import TARGETS
 
