@@ -152,7 +152,7 @@ def _set(key, value):
     ("input_shape", [16, 12, 3], r"Expected input_shape \[8, 12, 3\].*Received: input_shape=\[16, 12, 3\]"),
     ("extra.export.input_dtype", "int8", r"extra.export.input_dtype='float32'.*Received: input_dtype='int8'"),
     ("extra.export.input_shape", [1, 4, 4, 3], r"Received: input_shape=\[1, 4, 4, 3\]"),
-    ("extra.export.mode", "int8", r"Expected mode a float mode for a model whose input is float32.*mode='int8'"),
+    ("extra.export.mode", "int8", r"Expected mode a float mode.* for a model whose input is float32.*mode='int8'"),
     ("extra.export.input_quantization", [0.5, 3], r"input_quantization=None.*Received: input_quantization=\[0.5"),
     ("extra.export.output", "labels", r"Received: output='labels'"),
     ("std", [58.0, 0.0, 57.0], r"Expected std to be 1 or 3 finite numbers > 0"),

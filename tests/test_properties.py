@@ -58,10 +58,12 @@ def test_runtime_preprocess_accepts_pixels_and_refuses_the_rest_clearly(segmente
     assert x.shape == (1, H, W, 3) and x.dtype == seg.input_dtype
     if mode == "fp32":
         assert np.all(np.isfinite(x))
+        # Pixel-input files (the default export) take the frame's values; normalised-input ones normalise them.
+        pixels = seg.input_format == "pixels"
         if image.shape[:2] == (H, W) and image.ndim == 3:
-            expected = (image[..., :3].astype(np.float32) - seg.mean) / seg.std
-            np.testing.assert_array_equal(x[0], expected)
-        lo, hi = (0 - seg.mean) / seg.std, (255 - seg.mean) / seg.std
+            expected = image[..., :3].astype(np.float32)
+            np.testing.assert_array_equal(x[0], expected if pixels else (expected - seg.mean) / seg.std)
+        lo, hi = (0.0, 255.0) if pixels else ((0 - seg.mean) / seg.std, (255 - seg.mean) / seg.std)
         assert np.all(x[0] >= lo - 1e-5) and np.all(x[0] <= hi + 1e-5)
 
 

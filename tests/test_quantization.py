@@ -180,8 +180,9 @@ def test_parity_rows_for_the_quantised_variants(trained, tmp_path):
     assert "kept in float" in result.format()
     with pytest.raises(ValueError, match="int8-float<N>"):
         parity(model, [], variants=["int8-floatX"])
-    with pytest.raises(ValueError, match=r"Expected at most 3 float layers .* Received: variants \['int8-float4'\]"):
-        parity(model, list(zip(images, labels)), variants=["int8-float4"], representative_data=calibration,
+    # Five ranked operators: the three layers and the pixel input's normalisation (SUB, MUL).
+    with pytest.raises(ValueError, match=r"Expected at most 5 float layers .* Received: variants \['int8-float9'\]"):
+        parity(model, list(zip(images, labels)), variants=["int8-float9"], representative_data=calibration,
                num_calibration_samples=4, output_dir=tmp_path / "four", verbose=False)
     assert not (tmp_path / "four").exists() or os.listdir(tmp_path / "four") == []
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import zipfile
 
 __all__ = ["METADATA_BUFFER_NAME", "RECORD_NAME", "LABEL_FILE", "read_record", "read_labels",
@@ -33,7 +34,23 @@ def _metadata_table(data: bytes, source: str):
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ValueError(f"Expected a TFLite flatbuffer (file identifier 'TFL3'). Received: {source}, which is not "
                          f"one")
-    root = schema.Model.GetRootAs(data, 0)
+    try:
+        raw = _metadata_buffer(schema.Model.GetRootAs(data, 0), data)
+    except (struct.error, IndexError, TypeError, AttributeError) as e:
+        # The flatbuffer reader follows offsets without bounds checks: a truncated file fails as one of these.
+        raise ValueError(f"Expected a whole TFLite flatbuffer. Received: {source}, which is truncated or corrupt "
+                         f"({type(e).__name__}: {e})") from None
+    if raw is not None:
+        if len(raw) < 8 or raw[4:8] != _FILE_IDENTIFIER:
+            raise ValueError(f"Expected the {METADATA_BUFFER_NAME} buffer of {source} to be a TFLite metadata "
+                             f"flatbuffer (identifier {_FILE_IDENTIFIER.decode()}). Received: identifier "
+                             f"{bytes(raw[4:8])!r}")
+        return Table(bytearray(raw), int.from_bytes(raw[:4], "little"))
+    return None
+
+
+def _metadata_buffer(root, data: bytes) -> bytes | None:
+    """The bytes of the ``TFLITE_METADATA`` buffer of a parsed model, or ``None``."""
     for i in range(root.MetadataLength()):
         entry = root.Metadata(i)
         if (entry.Name() or b"").decode("utf-8", "replace") != METADATA_BUFFER_NAME:
@@ -41,12 +58,7 @@ def _metadata_table(data: bytes, source: str):
         buffer = root.Buffers(entry.Buffer())
         # Files over 2 GB keep their buffers after the flatbuffer (offset / size); smaller ones inline.
         offset, size = buffer.Offset(), buffer.Size()
-        raw = data[offset:offset + size] if offset > 1 else buffer.DataAsNumpy().tobytes()
-        if len(raw) < 8 or raw[4:8] != _FILE_IDENTIFIER:
-            raise ValueError(f"Expected the {METADATA_BUFFER_NAME} buffer of {source} to be a TFLite metadata "
-                             f"flatbuffer (identifier {_FILE_IDENTIFIER.decode()}). Received: identifier "
-                             f"{bytes(raw[4:8])!r}")
-        return Table(bytearray(raw), int.from_bytes(raw[:4], "little"))
+        return bytes(data[offset:offset + size]) if offset > 1 else buffer.DataAsNumpy().tobytes()
     return None
 
 

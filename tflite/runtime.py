@@ -419,8 +419,6 @@ class Segmenter:
         self.aspect = aspect
         with open(model_path, "rb") as f:
             model_bytes = f.read()
-        meta, metadata_path = self._read_metadata(model_bytes, model_path, metadata_path)
-        self.metadata_source = metadata_path
         self._box = None
         delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
         self.accelerator = (f"delegate {os.path.basename(os.fspath(delegate))} (operators it does not take run on the "
@@ -437,7 +435,10 @@ class Segmenter:
             raise ValueError(f"Expected a model with one input and one output. Received: {model_path!r} with "
                              f"{len(inputs)} inputs and {len(outputs)} outputs")
         self._input, self._output = inputs[0], outputs[0]
-        checked = check_metadata(meta, self._input, self._output, source=f"{metadata_path!r} (for {model_path!r})")
+        # The file is a model LiteRT runs; its descriptions are now checked against it.
+        meta, metadata_path, checked = self._read_metadata(model_bytes, model_path, metadata_path, self._input,
+                                                           self._output)
+        self.metadata_source = metadata_path
         self.metadata = meta
         self.num_classes, self.output, self.host_upsample = (checked["num_classes"], checked["output"],
                                                              checked["host_upsample"])
@@ -461,8 +462,15 @@ class Segmenter:
         self.timings: dict[str, float] = {}
 
     @staticmethod
-    def _read_metadata(model_bytes: bytes, model_path: str, metadata_path):
-        """The model's description: its embedded record, checked against the sidecar when there is one."""
+    def _read_metadata(model_bytes: bytes, model_path: str, metadata_path, input_details, output_details):
+        """The model's description: its embedded record, checked against the sidecar when there is one.
+
+        Each description is first checked against the model on its own (`check_metadata`), so a lying sidecar is
+        named with the value it gets wrong; then the two must agree.
+
+        Returns:
+            ``(metadata dict, "embedded" or the sidecar's path, check_metadata's result)``.
+        """
         embedded = read_record(model_bytes, repr(model_path))
         explicit = metadata_path is not None
         metadata_path = os.fspath(metadata_path) if explicit else os.path.splitext(model_path)[0] + ".json"
@@ -481,6 +489,13 @@ class Segmenter:
             raise FileNotFoundError(f"Expected embedded TFLite metadata in the model or its metadata sidecar "
                                     f"(written by the exporter next to the model). Received: {model_path!r} without "
                                     f"metadata and no file metadata_path={metadata_path!r}")
+        checked = None
+        if sidecar is not None:
+            checked = check_metadata(sidecar, input_details, output_details,
+                                     source=f"{metadata_path!r} (for {model_path!r})")
+        if embedded is not None:
+            checked = check_metadata(embedded, input_details, output_details,
+                                     source=f"the metadata embedded in {model_path!r}")
         if embedded is not None and sidecar is not None:
             export_e, export_s = embedded.get("extra", {}).get("export", {}), sidecar.get("extra", {}).get("export", {})
             for name, a, b in ([(k, embedded.get(k), sidecar.get(k)) for k in _AGREEING_FIELDS]
@@ -493,7 +508,7 @@ class Segmenter:
         if labels is not None and meta.get("class_names") is not None and labels != list(meta["class_names"]):
             raise ValueError(f"Expected the label file embedded in {model_path!r} to list the metadata's class "
                              f"names {meta['class_names']}. Received: {labels}")
-        return meta, ("embedded" if embedded is not None else metadata_path)
+        return meta, ("embedded" if embedded is not None else metadata_path), checked
 
     def _compile(self, model_bytes: bytes, hardware: str):
         """A LiteRT ``CompiledModel`` of the file on ``hardware``, with its input and output buffers."""
