@@ -408,8 +408,11 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
         from kerasseg.export.check import TARGETS
 
         target = _check_choice("target", target, TARGETS)
+    from kerasseg.export.formulations import edge_formulation
+
     shape = _static_input_shape(model)
-    exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
+    # The same function, in operators that edge compilers accept (see kerasseg.export.formulations).
+    exported = edge_formulation(with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample))
     if mode == "int8":
         if representative_data is None:
             raise ValueError("Expected representative_data (normalised float images) for mode='int8': full-integer "
