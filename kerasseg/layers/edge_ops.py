@@ -108,21 +108,27 @@ def nearest_upsample(x, factor_h: int, factor_w: int):
         steps_h, steps_w = [factor_h], [factor_w]
     for sh, sw in zip(steps_h, steps_w):
         h, w = h * sh, w * sw
-        x = tf.compat.v1.image.resize_nearest_neighbor(x, (h, w), align_corners=False, half_pixel_centers=False)
+        # Without half-pixel centres, the nearest-neighbour convention Vela documents for every Ethos-U.
+        x = tf.raw_ops.ResizeNearestNeighbor(images=x, size=(h, w), align_corners=False, half_pixel_centers=False)
     return x
 
 
+def _slice(x, axis: int, start: int, length: int):
+    # tf.slice converts to SLICE; Python slicing would give STRIDED_SLICE, which more edge rules restrict.
+    begin, size = [0, 0, 0, 0], [-1, -1, -1, -1]
+    begin[axis], size[axis] = start, length
+    return tf.slice(x, begin, size)
+
+
 def _replicate_border(x, axis: int):
-    # One pixel of clamping on each side; slices of one row / column (STRIDED_SLICE) and a CONCATENATION.
+    # One pixel of clamping on each side: SLICE of one row / column and a CONCATENATION.
     n = int(x.shape[axis])
-    first = x[:, :1] if axis == 1 else x[:, :, :1]
-    last = x[:, n - 1:] if axis == 1 else x[:, :, n - 1:]
-    return tf.concat([first, x, last], axis=axis)
+    return tf.concat([_slice(x, axis, 0, 1), x, _slice(x, axis, n - 1, 1)], axis=axis)
 
 
 def bilinear_upsample(x, factor_h: int, factor_w: int):
     """``tf.image.resize(x, (H * factor_h, W * factor_w), "bilinear")`` (half-pixel centres) from
-    RESIZE_NEAREST_NEIGHBOR, AVERAGE_POOL_2D, STRIDED_SLICE and CONCATENATION (see the module docstring).
+    RESIZE_NEAREST_NEIGHBOR, AVERAGE_POOL_2D, SLICE and CONCATENATION (see the module docstring).
 
     An axis of size 1 is a broadcast (nearest-neighbour up-sampling is then exact), as is a factor of 1.
     """
@@ -147,8 +153,10 @@ def bilinear_upsample(x, factor_h: int, factor_w: int):
     even = [needed and f % 2 == 0 for needed, f in zip(filtered, factors)]
     if any(even):
         x = tf.nn.avg_pool2d(x, (2 if even[0] else 1, 2 if even[1] else 1), 1, "VALID")
-    (top, height), (left, width) = crops
-    return x[:, top:top + height, left:left + width]
+    for axis, (start, length) in enumerate(crops, start=1):
+        if start or length != x.shape[axis]:
+            x = _slice(x, axis, start, length)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
