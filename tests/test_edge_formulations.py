@@ -158,7 +158,8 @@ def test_converted_formulations_match_keras_and_avoid_refused_operators(conversi
     expected = model(x).numpy()
     for mode, data in files.items():
         ops = tflite_ops(data)
-        assert not NOT_ON_ETHOS_U & set(ops), (mode, ops)
+        # int8 files are for the NPUs; float ones for the GPU, which runs SPACE_TO_DEPTH / DEPTH_TO_SPACE.
+        assert not (NOT_ON_ETHOS_U if mode == "int8" else {"RESIZE_BILINEAR"}) & set(ops), (mode, ops)
         got = TFLiteModel(data)(x)
         scale = np.abs(expected).max()
         tolerance = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.1}[mode] * scale

@@ -9,11 +9,8 @@ position in row-major order (the position ``argmax`` reports) so that ties still
 
 Two formulations compute the same switches:
 
-Both split windows into cells and interleave them back with RESHAPE, SPLIT and CONCATENATION
-(`kerasseg.layers.edge_ops`), never SPACE_TO_DEPTH / DEPTH_TO_SPACE, which Vela places on the CPU of every Ethos-U.
-
 `switch_unpool` (the layer's float graph, exact)
-    RESHAPE, SPLIT, EQUAL, SELECT_V2 and CONCATENATION. The TFLite GPU delegate takes it in
+    SPACE_TO_DEPTH, SPLIT, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE. The TFLite GPU delegate takes it in
     float32 / float16 models, but it selects with SELECT_V2, which the delegate accepts with float operands only
     (``CheckSelectV2GpuDelegateCompatibility`` in ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``), so
     its full-integer conversion is CPU / NPU only. Turning the bool comparison into a 0/1 multiplier instead does
@@ -26,9 +23,11 @@ Both split windows into cells and interleave them back with RESHAPE, SPLIT and C
     by a second gain and clipped to [0, 1] (MUL with a fused RELU_N1_TO_1) it is an exact 0 / 1 "miss" mask. The
     first maximum of each window is resolved with MINIMUM / SUB+RELU on those 0 / 1 masks, and the mask multiplies
     the nearest-neighbour up-sampled updates. Operators: MUL, MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR, SUB, RESHAPE,
-    SPLIT, MINIMUM, CONCATENATION, every one in the GPU delegate's and Vela's sets and fully integer. The switches are exact when the product
-    of the gains (`INTEGER_GAINS`) times the quantisation step of ``pre_pool`` is at least about 1 and the int8
-    multipliers do not overflow: activation ranges from about 0.01 to 10^4. In float (the calibration pass only)
+    SPLIT, MINIMUM, CONCATENATION, every one in the GPU delegate's and Vela's sets and fully integer: windows are
+    split into cells and interleaved back with RESHAPE / SPLIT / CONCATENATION (`kerasseg.layers.edge_ops`), since
+    Vela places SPACE_TO_DEPTH and DEPTH_TO_SPACE on the CPU of every Ethos-U. The switches are exact when the
+    product of the gains (`INTEGER_GAINS`) times the quantisation step of ``pre_pool`` is at least about 1 and the
+    int8 multipliers do not overflow: activation ranges from about 0.01 to 10^4. In float (the calibration pass only)
     differences below ``1 / prod(INTEGER_GAINS)`` give fractional masks, which is why the float model keeps the
     exact formulation.
 """
@@ -82,8 +81,9 @@ def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
         ``(B, H * pool_size, W * pool_size, C)`` with exactly one non-zero candidate per window.
     """
     cells = pool_size * pool_size
-    # The cells of each window, in row-major order within the window (the order argmax uses).
-    windows = window_cells(pre_pool, pool_size)
+    # SPACE_TO_DEPTH lays each window's cells side by side along channels, in row-major order within the window.
+    # The GPU delegate compiles it in seconds (the RESHAPE form of `window_cells` took minutes on lavapipe).
+    windows = tf.split(tf.nn.space_to_depth(pre_pool, pool_size), cells, axis=-1)
     zero = tf.constant(0, updates.dtype)  # a scalar: SELECT_V2 broadcasts it, no full-size zero tensor is stored
     placed = []
     pending = updates  # what is still to be placed: zeroed in a window once its first maximum took the value
@@ -92,7 +92,7 @@ def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
         placed.append(tf.where(hit, pending, zero))
         if i < cells - 1:
             pending = tf.where(hit, zero, pending)
-    return interleave_cells(placed, pool_size)
+    return tf.nn.depth_to_space(tf.concat(placed, axis=-1), pool_size)
 
 
 def switch_unpool_integer(updates, pre_pool, pooled, pool_size: int = 2, gains=INTEGER_GAINS):
