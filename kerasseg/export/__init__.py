@@ -5,11 +5,14 @@
 - `to_onnx`: ONNX through tf2onnx, verified in onnxruntime (`kerasseg.export.onnx`).
 - `check`: the edge-compatibility report of a ``.tflite`` file for a CPU, GPU-delegate or NPU target
   (`kerasseg.export.check`).
+- `edge_formulation`: the model as TFLite exports convert it, in operators edge compilers accept
+  (`kerasseg.export.formulations`).
 - `parity`: Keras, every TFLite mode and ONNX scored on the same data with the same metric code
   (`kerasseg.export.parity`).
 """
 
 from kerasseg.export.check import TARGETS, CompatibilityReport, EdgeCompatibilityError, Finding, check
+from kerasseg.export.formulations import edge_formulation, formulation_plan
 from kerasseg.export.onnx import ONNXMismatchError, ONNXModel, to_onnx
 from kerasseg.export.parity import INT8_GOAL, MIOU_BOUNDS, ParityResult, ParityRow, parity
 from kerasseg.export.tflite import (

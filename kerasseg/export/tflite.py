@@ -510,7 +510,10 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
         raise ValueError(f"Expected an RGB model input (3 channels, 3-value mean and std) for input_format='pixels'; "
                          f"other inputs take input_format='normalized'. Received: input shape {shape}, mean "
                          f"{list(meta.mean)}, std {list(meta.std)}")
-    exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
+    from kerasseg.export.formulations import edge_formulation
+
+    # The same function, in operators that edge compilers accept (see kerasseg.export.formulations).
+    exported = edge_formulation(with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample))
     if mode in INTEGER_MODES:
         if representative_data is None:
             raise ValueError(f"Expected representative_data (normalised float images) for mode={mode!r}: "

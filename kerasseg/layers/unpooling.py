@@ -22,10 +22,12 @@ Two formulations compute the same switches:
     one int8 scale, and their difference is 0 at a maximum and at least one quantisation step elsewhere; multiplied
     by a second gain and clipped to [0, 1] (MUL with a fused RELU_N1_TO_1) it is an exact 0 / 1 "miss" mask. The
     first maximum of each window is resolved with MINIMUM / SUB+RELU on those 0 / 1 masks, and the mask multiplies
-    the tiled updates. Operators: MUL, MAX_POOL_2D, TILE, DEPTH_TO_SPACE, SUB, SPACE_TO_DEPTH, SPLIT, MINIMUM,
-    CONCATENATION, every one in the GPU delegate's set and fully integer. The switches are exact when the product
-    of the gains (`INTEGER_GAINS`) times the quantisation step of ``pre_pool`` is at least about 1 and the int8
-    multipliers do not overflow: activation ranges from about 0.01 to 10^4. In float (the calibration pass only)
+    the nearest-neighbour up-sampled updates. Operators: MUL, MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR, SUB, RESHAPE,
+    SPLIT, MINIMUM, CONCATENATION, every one in the GPU delegate's and Vela's sets and fully integer: windows are
+    split into cells and interleaved back with RESHAPE / SPLIT / CONCATENATION (`kerasseg.layers.edge_ops`), since
+    Vela places SPACE_TO_DEPTH and DEPTH_TO_SPACE on the CPU of every Ethos-U. The switches are exact when the
+    product of the gains (`INTEGER_GAINS`) times the quantisation step of ``pre_pool`` is at least about 1 and the
+    int8 multipliers do not overflow: activation ranges from about 0.01 to 10^4. In float (the calibration pass only)
     differences below ``1 / prod(INTEGER_GAINS)`` give fractional masks, which is why the float model keeps the
     exact formulation.
 """
@@ -39,6 +41,7 @@ import keras
 import tensorflow as tf
 
 from kerasseg.layers._twin import twin_class
+from kerasseg.layers.edge_ops import interleave_cells, nearest_upsample, window_cells
 
 __all__ = ["MaxUnpooling2D", "max_unpooling_class", "switch_unpool", "switch_unpool_integer", "integer_unpooling",
            "INTEGER_GAINS"]
@@ -79,6 +82,7 @@ def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
     """
     cells = pool_size * pool_size
     # SPACE_TO_DEPTH lays each window's cells side by side along channels, in row-major order within the window.
+    # The GPU delegate compiles it in seconds (the RESHAPE form of `window_cells` took minutes on lavapipe).
     windows = tf.split(tf.nn.space_to_depth(pre_pool, pool_size), cells, axis=-1)
     zero = tf.constant(0, updates.dtype)  # a scalar: SELECT_V2 broadcasts it, no full-size zero tensor is stored
     placed = []
@@ -102,21 +106,21 @@ def switch_unpool_integer(updates, pre_pool, pooled, pool_size: int = 2, gains=I
     cells = pool_size * pool_size
     scaled = pre_pool * gains[0]
     window_max = tf.nn.max_pool2d(scaled, pool_size, pool_size, "VALID")
-    window_max = tf.nn.depth_to_space(tf.tile(window_max, [1, 1, 1, cells]), pool_size)
+    window_max = nearest_upsample(window_max, pool_size, pool_size)
     # 0 at a window's maximum, 1 elsewhere; min(max(x, -1), 1) becomes RELU_N1_TO_1 fused into the MUL, whose int8
     # output saturates (x >= 0 here, so this is a clip to [0, 1]).
     miss = tf.minimum(tf.maximum((window_max - scaled) * gains[1], -1.0), 1.0)
-    misses = tf.split(tf.nn.space_to_depth(miss, pool_size), cells, axis=-1)
+    misses = window_cells(miss, pool_size)
     keep = [1.0 - misses[0]]  # the first cell is the switch whenever it is a maximum
     free = misses[0]  # 1 while no earlier cell of the window was a maximum
     for i in range(1, cells):
         keep.append(tf.nn.relu(free - misses[i]))  # free and a maximum
         if i < cells - 1:
             free = tf.minimum(free, misses[i])
-    # Masking after DEPTH_TO_SPACE keeps the mask's own [0, 1] int8 scale (masking before it, the converter gave the
+    # Masking after the interleave keeps the mask's own [0, 1] int8 scale (masking before it, the converter gave the
     # mask the scale of the masked values).
-    mask = tf.nn.depth_to_space(tf.concat(keep, axis=-1), pool_size)
-    return mask * tf.nn.depth_to_space(tf.tile(updates, [1, 1, 1, cells]), pool_size)
+    mask = interleave_cells(keep, pool_size)
+    return mask * nearest_upsample(updates, pool_size, pool_size)
 
 
 class _MaxUnpoolingMixin:

@@ -1,0 +1,126 @@
+"""Export formulations: the Keras model as edge compilers accept it, computing the same function.
+
+The models stay faithful to their papers for training; `edge_formulation` rewrites, for export only, the layers
+whose standard TFLite lowering an accelerator refuses, into equivalent layers it runs:
+
+- Bilinear up-sampling (``UpSampling2D(interpolation="bilinear")`` or ``Resizing(interpolation="bilinear")``) by
+  integer factors other than 2 becomes `kerasseg.layers.edge_ops.PooledBilinearUpsampling2D` (RESIZE_NEAREST_NEIGHBOR
+  and AVERAGE_POOL_2D; exact in float, see `kerasseg.layers.edge_ops.bilinear_upsample`). Vela places
+  RESIZE_BILINEAR on the CPU unless the factor is 2 on Ethos-U55 / U65 (DeepLab v3+'s ×4) or a power of two on
+  Ethos-U85 (PSPNet's pyramid bins, e.g. ×45 at 720×720); ×2 stays RESIZE_BILINEAR, which every target runs.
+- A ReLU that follows a transposed convolution (directly or through batch norm, ERFNet's up-samplers) becomes a
+  ``PReLU`` whose slopes are zero, the same function. The TFLite converter fuses a ReLU into TRANSPOSE_CONV, which
+  makes it a version-4 operator, and LiteRT's GPU accelerator takes TRANSPOSE_CONV up to version 3 only. A
+  ``LeakyReLU(negative_slope=0)`` is no way out: the converter turns it back into a fused ReLU where the activation
+  feeds a residual addition (ERFNet). It keeps PRELU, which the GPU delegate and Vela both run.
+
+SegNet's unpooling needs no rewrite: `kerasseg.layers.MaxUnpooling2D` is built from operators every target runs.
+
+The rewrite is a copy (Keras' ``clone_model`` with the original weights) that `kerasseg.export.to_tflite` makes for
+every TFLite export; the model itself is left as it is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["edge_formulation", "formulation_plan"]
+
+
+def _producer(layer):
+    """The layer whose output ``layer`` takes, when it has a single input and is called once; else ``None``."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]._keras_history.operation
+
+
+def _integer_factors(layer):
+    """``(factor_h, factor_w)`` of a bilinear up-sampling layer by integer factors, else ``None``."""
+    import keras
+
+    if isinstance(layer, keras.layers.UpSampling2D):
+        if layer.interpolation != "bilinear" or layer.data_format != "channels_last":
+            return None
+        return tuple(int(f) for f in layer.size)
+    if isinstance(layer, keras.layers.Resizing):
+        if (layer.interpolation != "bilinear" or getattr(layer, "crop_to_aspect_ratio", False)
+                or getattr(layer, "pad_to_aspect_ratio", False) or len(layer._inbound_nodes) != 1):
+            return None
+        (h, w) = layer._inbound_nodes[0].input_tensors[0].shape[1:3]
+        if not h or not w or layer.height % h or layer.width % w:
+            return None
+        return layer.height // h, layer.width // w
+    return None
+
+
+def _is_plain_relu(layer) -> bool:
+    import keras
+
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.max_value is None and not layer.negative_slope and not layer.threshold
+    if isinstance(layer, keras.layers.Activation):
+        return getattr(layer.activation, "__name__", None) == "relu"
+    return False
+
+
+def _follows_transposed_conv(layer) -> bool:
+    import keras
+
+    producer = _producer(layer)
+    if isinstance(producer, keras.layers.BatchNormalization):
+        producer = _producer(producer)
+    return isinstance(producer, keras.layers.Conv2DTranspose) and producer.activation.__name__ == "linear"
+
+
+def formulation_plan(model) -> dict[str, str]:
+    """What `edge_formulation` rewrites in ``model``: ``{layer name: description of the replacement}``."""
+    plan = {}
+    for layer in model.layers:
+        factors = _integer_factors(layer)
+        if factors is not None and factors != (2, 2) and factors != (1, 1):
+            plan[layer.name] = f"PooledBilinearUpsampling2D(size={factors})"
+        elif _is_plain_relu(layer) and _follows_transposed_conv(layer):
+            plan[layer.name] = "PReLU(alpha=0)"
+    return plan
+
+
+def _replacement(layer, description: str):
+    import keras
+
+    from kerasseg.layers.edge_ops import PooledBilinearUpsampling2D
+
+    if description.startswith("PooledBilinear"):
+        return PooledBilinearUpsampling2D(_integer_factors(layer), name=layer.name, dtype=layer.dtype_policy)
+    # One slope per channel, as TFLite's PRELU broadcasts it; zero slopes make it exactly a ReLU.
+    return keras.layers.PReLU(alpha_initializer="zeros", shared_axes=[1, 2], name=layer.name,
+                              dtype=layer.dtype_policy)
+
+
+def edge_formulation(model):
+    """``model`` with the export formulations of this module (see the module docstring).
+
+    Args:
+        model: a functional Keras model.
+
+    Returns:
+        ``model`` itself when nothing needs rewriting, else a new functional model with copies of ``model``'s other
+        layers and weights (and its ``kerasseg_metadata``) that computes the same function.
+    """
+    import keras
+
+    plan = formulation_plan(model)
+    if not plan:
+        return model
+    replacements = {name: _replacement(model.get_layer(name), description) for name, description in plan.items()}
+
+    def clone(layer):
+        # Fresh copies rather than the shared layers: calling a layer again adds an inbound node to it, which would
+        # change what `formulation_plan` and `kerasseg.export.output_upsampling` see in ``model`` afterwards.
+        return replacements.get(layer.name) or layer.__class__.from_config(layer.get_config())
+
+    rewritten = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if layer.name not in replacements and layer.weights:
+            rewritten.get_layer(layer.name).set_weights(layer.get_weights())
+    if getattr(model, "kerasseg_metadata", None) is not None:
+        rewritten.kerasseg_metadata = model.kerasseg_metadata
+    return rewritten
