@@ -161,6 +161,8 @@ NOT_YET_DEPLOYED = {
     ("erfnet", "gpu"): "LiteRT GPU: TRANSPOSE_CONV: Max version supported: 3. Requested version 4 (fused activation)",
     ("deeplabv3plus", "ethos-u"): "Vela, U55/U65: RESIZE_BILINEAR unsupported scale-factor=4 (only 2x with "
                                   "half-pixel centers)",
+    ("segnet", "ethos-u"): "Vela, U85: the integer unpooling's operators stay on the CPU (Unsupported opType)",
+    ("pspnet", "ethos-u"): "Vela, U85: RESIZE_BILINEAR scale factors of the pyramid bins are not powers of two",
 }
 
 
