@@ -3,7 +3,6 @@ int8, the edge-compatibility report, and fp32 / fp16 fidelity. The VGG- and ResN
 marker (their conversions take most of the time)."""
 
 import gc
-import os
 
 import keras
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import kerasseg
-from kerasseg.export import EdgeCompatibilityError, TFLiteModel, check, float_tensors, read_sidecar, to_tflite
+from kerasseg.export import TFLiteModel, check, float_tensors, read_sidecar, to_tflite
 from kerasseg.layers import MaxUnpooling2D
 from tests.model_cases import CASES
 
@@ -213,24 +212,6 @@ def test_precheck_agrees_with_the_real_tools(exported, request):
     for accelerator in ETHOS_U_REQUIRED.get(name, ETHOS_U_DEFAULT):
         npu = check(paths["int8"], accelerator)
         assert check(paths["int8"], accelerator, toolchain=False).ok == npu.ok, npu.format()
-
-
-def test_export_refuses_what_the_npu_leaves_to_the_cpu(tmp_path):
-    # A resize by 3 (not a power of two): Vela leaves it to the CPU on every Ethos-U.
-    inputs = keras.Input((8, 8, 4))
-    model = keras.Model(inputs, keras.layers.Resizing(24, 24, interpolation="bilinear")(
-        keras.layers.Conv2D(4, 1)(inputs)))
-    calibration = np.random.default_rng(3).normal(size=(4, 8, 8, 4)).astype(np.float32)
-    kwargs = dict(representative_data=calibration, num_calibration_samples=4, verbose=False)
-    with pytest.raises(EdgeCompatibilityError, match="RESIZE_BILINEAR") as info:
-        to_tflite(model, tmp_path / "resize.tflite", "int8", target="ethos-u85-256", **kwargs)
-    assert info.value.report.vela.cpu_ops and os.listdir(tmp_path) == []
-    path = to_tflite(model, tmp_path / "resize.tflite", "int8", target="ethos-u85-256", allow_cpu_fallback=True,
-                     **kwargs)
-    assert read_sidecar(path).extra["export"]["allow_cpu_fallback"] is True
-    # U55 in Vela's Shared_Sram mode keeps the feature maps (2.5 KiB here) in SRAM.
-    budget = check(path, "ethos-u55-128", sram_budget=64)
-    assert budget.vela.over_budget and any("exceeds the budget" in f.message for f in budget.failures)
 
 
 def test_erfnet_fp32_on_the_software_gpu_matches_the_cpu_interpreter(request, tmp_path):
