@@ -154,7 +154,6 @@ class CompatibilityReport:
 
     @property
     def ok(self) -> bool:
-        # A required tool that did not run (its prerequisites failed) leaves failures of its prerequisites.
         return not self.failures
 
     @property
