@@ -565,8 +565,9 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         "output_quantization": details["output_quantization"],
         "host_upsample": upsampling,
         "target": target,
-        "allow_cpu_fallback": bool(allow_cpu_fallback) if target is not None else None,
     }
+    if target is not None:
+        meta.extra["export"]["allow_cpu_fallback"] = bool(allow_cpu_fallback)
     # Both temporary files are complete before either is renamed; the sidecar lands first so that a model file is
     # never newer than its description.
     with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
