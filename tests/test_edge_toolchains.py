@@ -10,15 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from kerasseg.export import EdgeCompatibilityError, GpuUnavailableError, check, read_sidecar, to_tflite
-
-
-def _gpu_check(path, **kwargs):
-    try:
-        return check(path, "gpu", **kwargs)
-    except GpuUnavailableError as e:
-        pytest.skip(f"no Vulkan adapter for LiteRT's GPU accelerator (install Mesa >= 25 lavapipe with "
-                    f"`make vulkan`): {e}")
+from kerasseg.export import EdgeCompatibilityError, check, read_sidecar, to_tflite
+from tests.edge_checks import gpu_check
 
 
 def _upsampler(fused_activation: bool):
@@ -41,7 +34,7 @@ def upsamplers(tmp_path_factory):
 
 
 def test_gpu_compiles_runs_at_full_precision_and_matches_the_cpu(upsamplers):
-    report = _gpu_check(upsamplers[False], run=True)
+    report = gpu_check(upsamplers[False], run=True)
     assert report.ok and report.gpu.compiled and report.gpu.fallbacks == [], report.format()
     assert report.gpu.adapter  # the Vulkan adapter the accelerator selected, e.g. llvmpipe
     run = report.gpu.run
@@ -50,7 +43,7 @@ def test_gpu_compiles_runs_at_full_precision_and_matches_the_cpu(upsamplers):
 
 
 def test_gpu_fallback_is_listed_with_the_delegates_reason(upsamplers, tmp_path):
-    report = _gpu_check(upsamplers[True])
+    report = gpu_check(upsamplers[True])
     assert not report.ok and not report.gpu.compiled
     assert [(f.op, f.reason) for f in report.gpu.fallbacks] == [
         ("TRANSPOSE_CONV", "Max version supported: 3. Requested version 4.")]

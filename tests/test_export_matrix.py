@@ -12,6 +12,7 @@ import tensorflow as tf
 import kerasseg
 from kerasseg.export import TFLiteModel, check, float_tensors, read_sidecar, to_tflite
 from kerasseg.layers import MaxUnpooling2D
+from tests.edge_checks import gpu_check
 from tests.model_cases import CASES
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
@@ -171,22 +172,12 @@ def _expect(request, name: str, toolchain: str) -> None:
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
-def _gpu_check(path, **kwargs):
-    from kerasseg.export.gpu import GpuUnavailableError
-
-    try:
-        return check(path, "gpu", **kwargs)
-    except GpuUnavailableError as e:
-        pytest.skip(f"no Vulkan adapter for LiteRT's GPU accelerator (install Mesa >= 25 lavapipe with "
-                    f"`make vulkan`): {e}")
-
-
 def _tool_report(exported, mode: str, target: str):
     """The real tool's check of one export, computed once per architecture (Vela takes a while on the ResNets)."""
     cache = exported.setdefault("tool_reports", {})
     if (mode, target) not in cache:
         path = exported["paths"][mode]
-        cache[mode, target] = _gpu_check(path) if target == "gpu" else check(path, target)
+        cache[mode, target] = gpu_check(path) if target == "gpu" else check(path, target)
     return cache[mode, target]
 
 
@@ -244,7 +235,7 @@ def test_erfnet_fp32_on_the_software_gpu_matches_the_cpu_interpreter(request, tm
     keras.utils.set_random_seed(13)
     model = kerasseg.build_model("erfnet", 5, input_shape=(32, 64, 3))
     path = to_tflite(model, tmp_path / "erfnet.tflite", verbose=False)
-    report = _gpu_check(path, run=True)
+    report = gpu_check(path, run=True)
     # The input gpu_compile draws (seed 0), to scale the bound on the difference.
     x = np.random.default_rng(0).normal(size=(1, 32, 64, 3)).astype(np.float32)
     assert report.ok, report.format()
