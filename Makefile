@@ -10,8 +10,11 @@ MP_REQS  := tests/clients/mediapipe-requirements.txt
 MP_STAMP := $(MP_VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
+# Mesa's software Vulkan driver for LiteRT's GPU accelerator (.ci/install-vulkan-driver writes this ICD JSON).
+VK_ICD := $(abspath $(VENV))/share/vulkan/icd.d/lvp_icd.json
+export VK_ICD_FILENAMES ?= $(VK_ICD)
 
-.PHONY: demo test test-fast test-heavy install clean
+.PHONY: demo test test-fast test-heavy install vulkan clean
 
 install: $(STAMP)
 
@@ -31,16 +34,20 @@ $(MP_STAMP): $(MP_REQS)
 	$(MP_VENV)/bin/python -m pip install -q -r $(MP_REQS)
 	touch $(MP_STAMP)
 
+# Installs the Debian packages of the GPU-accelerator checks as root, once (idempotent).
+vulkan: $(STAMP)
+	bash .ci/install-vulkan-driver $(VK_ICD)
+
 demo: $(STAMP)
 	$(PY) tools/demo.py --output-dir runs/demo
 
-test: $(STAMP) $(MP_STAMP)
+test: $(STAMP) $(MP_STAMP) vulkan
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) vulkan
 	$(PY) -m pytest -m "not slow and not heavy"
 
-test-heavy: $(STAMP)
+test-heavy: $(STAMP) vulkan
 	$(PY) -m pytest -m heavy
 
 clean:

@@ -42,8 +42,8 @@ def _rules(report):
 
 def test_fp32_logits_pass_cpu_and_gpu_but_not_npu(converted):
     data = converted["fp32"]
-    assert check(data, "cpu").ok and check(data, "gpu").ok
-    npu = check(data, "npu")
+    assert check(data, "cpu").ok and check(data, "gpu", toolchain=False).ok
+    npu = check(data, "npu", toolchain=False)
     assert not npu.ok and _rules(npu) == {"integer"}
     assert not npu.is_integer and "image" in npu.float_tensors
     # The report's own figures.
@@ -54,9 +54,9 @@ def test_fp32_logits_pass_cpu_and_gpu_but_not_npu(converted):
 
 def test_int8_passes_every_target(converted):
     for target in ("cpu", "gpu", "npu"):
-        report = check(converted["int8"], target)
+        report = check(converted["int8"], target, toolchain=False)
         assert report.ok, report.format()
-    report = check(converted["int8"], "npu")
+    report = check(converted["int8"], "npu", toolchain=False)
     assert report.is_integer and report.float_tensors == []
     assert report.inputs[0]["dtype"] == "uint8" and report.inputs[0]["quantization"] == [1.0, 0]
     assert "target npu: PASS" in report.format()
@@ -85,7 +85,7 @@ def test_int8_weights_are_quantised_per_channel(converted):
 
 
 def test_fp16_weights_count_as_constants_for_the_gpu(converted):
-    report = check(converted["fp16"], "gpu")
+    report = check(converted["fp16"], "gpu", toolchain=False)
     # float16 weights reach the convolutions through DEQUANTIZE, which the delegate folds into its weights.
     assert report.ops["DEQUANTIZE"] > 0
     assert report.ok, report.format()
@@ -93,14 +93,14 @@ def test_fp16_weights_count_as_constants_for_the_gpu(converted):
 
 def test_dynamic_range_model_fails_the_gpu_rules(converted):
     assert check(converted["dynamic"], "cpu").ok
-    report = check(converted["dynamic"], "gpu")
+    report = check(converted["dynamic"], "gpu", toolchain=False)
     assert _rules(report) == {"gpu"}
     assert all("hybrid kernel" in f.message for f in report.failures)
 
 
 def test_label_head_fails_the_gpu_with_a_hint(converted):
     assert check(converted["labels"], "cpu").ok
-    report = check(converted["labels"], "gpu")
+    report = check(converted["labels"], "gpu", toolchain=False)
     assert not report.ok
     [failure] = report.failures
     assert failure.op == "ARG_MAX" and "not supported by the GPU delegate" in failure.message
@@ -109,7 +109,7 @@ def test_label_head_fails_the_gpu_with_a_hint(converted):
     assert "[ FAIL  ] TFLite GPU delegate rules" in text and "target gpu: FAIL" in text
     assert "ARG_MAX" in report.summary()
 
-    uint8 = check(converted["labels_uint8"], "gpu")
+    uint8 = check(converted["labels_uint8"], "gpu", toolchain=False)
     assert {f.op for f in uint8.failures} == {"ARG_MAX", "CAST"}
     cast = next(f for f in uint8.failures if f.op == "CAST")
     assert "CAST from INT32 to UINT8" in cast.message and "argmax on the host" in cast.message
@@ -134,7 +134,7 @@ def test_flex_operators_fail_every_target(tmp_path):
     path = tmp_path / "flex.tflite"
     path.write_bytes(converter.convert())
     for target in ("cpu", "gpu", "npu"):
-        report = check(path, target)
+        report = check(path, target, toolchain=False)
         assert "builtin" in _rules(report)
     report = check(path, "cpu")
     assert report.custom_ops == ["FlexAsString", "FlexStringLength"] and report.source == str(path)
@@ -160,13 +160,13 @@ def test_depthwise_multiplier_on_several_channels_fails_the_gpu():
     inputs = keras.Input((8, 8, 3))
     deep = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(inputs)
     model = keras.Model(inputs, deep)
-    report = check(convert_to_tflite(model, verbose=False), "gpu")
+    report = check(convert_to_tflite(model, verbose=False), "gpu", toolchain=False)
     [failure] = report.failures
     assert failure.op == "DEPTHWISE_CONV_2D" and "depth multiplier 2 on 3 input channels" in failure.message
     # One input channel with a multiplier is fine.
     inputs = keras.Input((8, 8, 1))
     model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, depth_multiplier=4, padding="same")(inputs))
-    assert check(convert_to_tflite(model, verbose=False, input_format="normalized"), "gpu").ok
+    assert check(convert_to_tflite(model, verbose=False, input_format="normalized"), "gpu", toolchain=False).ok
 
 
 def test_unsupported_operator_fails_the_gpu():
@@ -175,13 +175,13 @@ def test_unsupported_operator_fails_the_gpu():
     out = keras.layers.Lambda(lambda x: tf.reverse(x, axis=[2]), output_shape=(8, 8, 4))(inputs)
     data = convert_to_tflite(keras.Model(inputs, out), verbose=False, input_format="normalized")
     assert check(data, "cpu").ok
-    report = check(data, "gpu")
+    report = check(data, "gpu", toolchain=False)
     assert [(f.op, f.message) for f in report.failures] == [
         ("REVERSE_V2", "REVERSE_V2 is not supported by the GPU delegate")]
 
 
 def test_bad_input_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"Expected target to be one of \['cpu', 'gpu', 'npu'\]"):
+    with pytest.raises(ValueError, match=r"Expected target to be one of \['cpu', 'gpu', 'npu', 'ethos-u55-32'"):
         check(b"whatever", "tpu")
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"not a model at all")
@@ -192,16 +192,18 @@ def test_bad_input_is_a_clear_error(tmp_path):
 
 
 def test_export_with_a_target_refuses_and_writes_nothing(erfnet, tmp_path):
-    with pytest.raises(EdgeCompatibilityError, match="ARG_MAX") as info:
-        to_tflite(erfnet, tmp_path / "labels.tflite", output="labels", target="gpu")
+    # A float model for an NPU: refused by the pre-check, whatever allow_cpu_fallback says.
+    with pytest.raises(EdgeCompatibilityError, match="float tensor") as info:
+        to_tflite(erfnet, tmp_path / "float.tflite", target="npu", allow_cpu_fallback=True)
     assert isinstance(info.value, ValueError) and not info.value.report.ok
     assert os.listdir(tmp_path) == []
     with pytest.raises(ValueError, match="Expected target to be one of"):
         to_tflite(erfnet, tmp_path / "m.tflite", target="edge")
     assert os.listdir(tmp_path) == []
 
-    path = to_tflite(erfnet, tmp_path / "logits.tflite", target="gpu")
-    assert read_sidecar(path).extra["export"]["target"] == "gpu"
+    path = to_tflite(erfnet, tmp_path / "logits.tflite", target="gpu", allow_cpu_fallback=True)
+    record = read_sidecar(path).extra["export"]
+    assert record["target"] == "gpu" and record["allow_cpu_fallback"] is True
     # The label head is fine for a CPU.
     to_tflite(erfnet, tmp_path / "labels_cpu.tflite", output="labels", target="cpu")
 
@@ -217,7 +219,8 @@ def test_check_cli(converted, tmp_path, capsys):
     assert "target npu: PASS" in out and "operators" in out and "float tensors 0" in out
 
     report_path = tmp_path / "report.json"
-    assert check_tflite.main([str(good), str(bad), "--target", "gpu", "--json", str(report_path)]) == 1
+    assert check_tflite.main([str(good), str(bad), "--target", "gpu", "--precheck-only",
+                              "--json", str(report_path)]) == 1
     out = capsys.readouterr().out
     assert "ARG_MAX" in out and "target gpu: FAIL" in out
     reports = json.loads(report_path.read_text())

@@ -12,6 +12,7 @@ import tensorflow as tf
 import kerasseg
 from kerasseg.export import TFLiteModel, check, float_tensors, read_sidecar, to_tflite
 from kerasseg.layers import MaxUnpooling2D
+from tests.edge_checks import gpu_check
 from tests.model_cases import CASES
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
@@ -50,7 +51,7 @@ def test_every_mode_is_builtin_static_and_int8_is_integer(exported):
         assert report.custom_ops == [] and report.dynamic_tensors == []
         assert report.inputs[0]["shape"][0] == 1
         sizes[mode] = report.size_bytes
-    int8 = check(exported["paths"]["int8"], "npu")
+    int8 = check(exported["paths"]["int8"], "npu", toolchain=False)
     assert int8.ok and float_tensors(exported["paths"]["int8"]) == [], int8.format()
     # The default int8 contract: uint8 camera pixels in (scale 1, zero point 0), uint8 scores out.
     assert int8.inputs[0]["dtype"] == "uint8" and int8.inputs[0]["quantization"] == [1.0, 0]
@@ -64,14 +65,14 @@ def test_every_mode_is_builtin_static_and_int8_is_integer(exported):
 def test_gpu_report_for_the_logits_head(exported):
     name, paths = exported["name"], exported["paths"]
     for mode in ("fp32", "fp16"):
-        report = check(paths[mode], "gpu")
+        report = check(paths[mode], "gpu", toolchain=False)
         assert report.ok, report.format()
-    int8 = check(paths["int8"], "gpu")
+    int8 = check(paths["int8"], "gpu", toolchain=False)
     assert int8.ok, int8.format()
     if name == "segnet":
         # The int8 export traces the unpooling's integer formulation: no SELECT_V2 (float operands only on the GPU).
         assert "SELECT_V2" not in int8.ops and "EQUAL" not in int8.ops, int8.format()
-    dynamic = check(paths["dynamic"], "gpu")
+    dynamic = check(paths["dynamic"], "gpu", toolchain=False)
     assert not dynamic.ok and all("hybrid kernel" in f.message for f in dynamic.failures)
 
 
@@ -129,9 +130,9 @@ def test_int8_unpooling_is_integer_gpu_compatible_and_exact(tmp_path, low, high)
     # target="gpu": the conversion itself refuses a model that breaks the GPU delegate's rules.
     path = to_tflite(model, tmp_path / "unpool.tflite", "int8", representative_data=calibration,
                      num_calibration_samples=8, target="gpu", verbose=False, input_format="normalized")
-    report = check(path, "npu")
+    report = check(path, "npu", toolchain=False)
     assert report.ok and report.float_tensors == [], report.format()
-    assert check(path, "gpu").ok
+    assert check(path, "gpu", toolchain=False).ok
     assert not {"EQUAL", "SELECT_V2", "CAST", "QUANTIZE", "DEQUANTIZE"} & set(report.ops), report.ops
     lite = TFLiteModel(path)
     x = rng.uniform(low, high, size=(2, 16, 16, 4)).astype(np.float32)
@@ -145,3 +146,102 @@ def test_int8_unpooling_is_integer_gpu_compatible_and_exact(tmp_path, low, high)
     # (half a step, or a little more for a value just past the calibrated output range).
     np.testing.assert_allclose(out, reference, atol=lite.output_quantization[0] * 1.5)
     assert np.all(out[reference == 0] == 0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The real toolchains: Arm Vela (Ethos-U NPUs) and LiteRT's GPU accelerator judge the same exports.
+# --------------------------------------------------------------------------------------------------------------
+
+# Every int8 export compiles with no operator on the CPU for these Ethos-U configurations; ERFNet and DeepLab v3+
+# (MobileNetV2), the edge models, also for the microcontroller-class U55 and the U65.
+ETHOS_U_REQUIRED = {"erfnet": ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256"),
+                    "deeplabv3plus": ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256")}
+ETHOS_U_DEFAULT = ("ethos-u85-256",)
+
+# NOT YET DEPLOYED: (architecture, toolchain) -> the real tool's reason, for the exports the tools do not accept in
+# full at the sizes above. Each entry makes its test a strict xfail: once the export formulation deploys, the test
+# passes, strict xfail reports it, and the entry goes.
+NOT_YET_DEPLOYED = {
+    ("erfnet", "gpu"): "LiteRT GPU: TRANSPOSE_CONV: Max version supported: 3. Requested version 4 (fused activation)",
+    ("deeplabv3plus", "ethos-u"): "Vela, U55/U65: RESIZE_BILINEAR unsupported scale-factor=4 (only 2x with "
+                                  "half-pixel centers)",
+    ("segnet", "ethos-u"): "Vela, U85: the integer unpooling's operators stay on the CPU (Unsupported opType)",
+    ("pspnet", "ethos-u"): "Vela, U85: RESIZE_BILINEAR scale factors of the pyramid bins are not powers of two",
+}
+
+
+def _expect(request, name: str, toolchain: str) -> None:
+    reason = NOT_YET_DEPLOYED.get((name, toolchain))
+    if reason:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def _tool_report(exported, mode: str, target: str):
+    """The real tool's check of one export, computed once per architecture (Vela takes a while on the ResNets)."""
+    cache = exported.setdefault("tool_reports", {})
+    if (mode, target) not in cache:
+        path = exported["paths"][mode]
+        cache[mode, target] = gpu_check(path) if target == "gpu" else check(path, target)
+    return cache[mode, target]
+
+
+# Vela compiles the ResNet-50 models' 25M+ int8 weights in about a minute each on the 2-core CI machine, which the
+# suite's budget does not have: their Ethos-U checks run with `make test-heavy` (their GPU checks run always).
+VELA_HEAVY = {"pspnet", "deeplabv3"}
+
+
+def _vela_param(entry):
+    param = pytest.param(entry) if isinstance(entry, str) else entry
+    name = param.values[0]
+    return pytest.param(name, marks=[*param.marks, pytest.mark.heavy]) if name in VELA_HEAVY else param
+
+
+VELA_ARCHITECTURES = [_vela_param(entry) for entry in ARCHITECTURES]
+
+
+@pytest.mark.parametrize("exported", VELA_ARCHITECTURES, indirect=True)
+def test_int8_export_has_no_cpu_operator_on_ethos_u(exported, request):
+    name = exported["name"]
+    _expect(request, name, "ethos-u")
+    problems = []
+    for accelerator in ETHOS_U_REQUIRED.get(name, ETHOS_U_DEFAULT):
+        report = _tool_report(exported, "int8", accelerator)
+        assert report.vela is not None and report.vela.macs > 0 and report.vela.inference_time_s > 0
+        assert len(report.vela.operators) > 0 and report.vela.sram_bytes > 0
+        problems += [f"{accelerator}: {line}" for line in report.vela.problems()]
+    assert not problems, "\n".join(problems)
+
+
+def test_fp16_export_compiles_gpu_only(exported, request):
+    _expect(request, exported["name"], "gpu")
+    report = _tool_report(exported, "fp16", "gpu")
+    assert report.gpu.adapter, report.gpu
+    assert report.ok and report.gpu.compiled and report.gpu.fallbacks == [], report.format()
+
+
+@pytest.mark.parametrize("exported", VELA_ARCHITECTURES, indirect=True)
+def test_precheck_agrees_with_the_real_tools(exported, request):
+    """The hand-written rules pass what the real tools accelerate in full and reject what they leave to the CPU."""
+    name, paths = exported["name"], exported["paths"]
+    refused = [NOT_YET_DEPLOYED[name, t] for t in ("gpu", "ethos-u") if (name, t) in NOT_YET_DEPLOYED]
+    if refused:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="the pre-check misses what the real tools "
+                                                                  "refuse: " + "; ".join(refused)))
+    gpu = _tool_report(exported, "fp16", "gpu")
+    assert check(paths["fp16"], "gpu", toolchain=False).ok == gpu.ok, gpu.format()
+    for accelerator in ETHOS_U_REQUIRED.get(name, ETHOS_U_DEFAULT):
+        npu = _tool_report(exported, "int8", accelerator)
+        assert check(paths["int8"], accelerator, toolchain=False).ok == npu.ok, npu.format()
+
+
+def test_erfnet_fp32_on_the_software_gpu_matches_the_cpu_interpreter(request, tmp_path):
+    _expect(request, "erfnet", "gpu")
+    keras.utils.set_random_seed(13)
+    model = kerasseg.build_model("erfnet", 5, input_shape=(32, 64, 3))
+    path = to_tflite(model, tmp_path / "erfnet.tflite", verbose=False)
+    report = gpu_check(path, run=True)
+    # The input gpu_compile draws (seed 0), to scale the bound on the difference.
+    x = np.random.default_rng(0).normal(size=(1, 32, 64, 3)).astype(np.float32)
+    assert report.ok, report.format()
+    assert report.gpu.run["enforce_f32"] and report.gpu.run["argmax_agreement"] >= 0.999, report.format()
+    assert report.gpu.run["max_abs_diff"] < 1e-3 * max(1.0, float(np.abs(TFLiteModel(path)(x)).max()))

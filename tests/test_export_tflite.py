@@ -410,6 +410,14 @@ def test_export_cli(tmp_path, capsys):
     assert "refused" in captured.err and "was not written" in captured.err
     assert sorted(os.listdir(tmp_path / "export")) == ["m.json", "m.tflite"]
 
+    # A float model for an NPU: refused by the target's check even with --allow-cpu-fallback, nothing written.
+    argv = [model_path, "--mode", "fp32", "--dataset", "folder", "--data-dir", str(data), "--output", str(refused),
+            "--target", "npu", "--allow-cpu-fallback"]
+    assert export_tflite.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "float tensor" in captured.err and "was not written" in captured.err
+    assert sorted(os.listdir(tmp_path / "export")) == ["m.json", "m.tflite"]
+
     with pytest.raises(SystemExit):
         export_tflite.main([model_path, "--mode", "int4", "--output", str(out)])
 

@@ -23,6 +23,8 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kerasseg.export.check import TARGETS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="the trained .keras model")
     p.add_argument("--mode", required=True, choices=["fp32", "fp16", "dynamic", "int8", "int16x8"],
@@ -47,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-dtype", default="int32", choices=["int32", "uint8"], help="labels head: map type")
     p.add_argument("--host-upsample", action="store_true",
                    help="export logits without the model's final bilinear resize; the host up-samples them")
-    p.add_argument("--target", choices=["cpu", "gpu", "npu"], default=None,
-                   help="refuse the model unless it passes this target's edge-compatibility rules")
+    p.add_argument("--target", choices=TARGETS, default=None,
+                   help="refuse the model unless it passes this target's check by the real tool (LiteRT's GPU "
+                        "accelerator for gpu, Arm Vela for npu and the Ethos-U configurations)")
+    p.add_argument("--allow-cpu-fallback", action="store_true",
+                   help="with --target: write the model even where the tool leaves operators to the CPU")
     p.add_argument("--io-dtype", default=None, choices=["int8", "uint8"],
                    help="int8 mode: input/output type (default uint8 for pixel input, int8 for normalised input)")
     p.add_argument("--input-format", default="pixels", choices=["pixels", "normalized"],
@@ -83,6 +88,7 @@ def main(argv=None) -> int:
     import kerasseg
     from kerasseg.export import AccuracyDropError, EdgeCompatibilityError, export_verified
     from kerasseg.export.datasets import export_data
+    from kerasseg.export.gpu import GpuUnavailableError
 
     try:
         model = kerasseg.load_model(args.model)
@@ -93,7 +99,7 @@ def main(argv=None) -> int:
                                  metadata=metadata, io_dtype=args.io_dtype, label_dtype=args.label_dtype,
                                  host_upsample=args.host_upsample, per_channel=not args.per_tensor,
                                  float_layers=_float_layers(args.float_layers), target=args.target,
-                                 input_format=args.input_format,
+                                 allow_cpu_fallback=args.allow_cpu_fallback, input_format=args.input_format,
                                  max_miou_drop=args.max_miou_drop, force=args.force,
                                  max_eval_images=args.max_eval_images, num_threads=args.threads)
     except AccuracyDropError as e:
@@ -104,13 +110,14 @@ def main(argv=None) -> int:
         print(e.report.format(), file=sys.stderr)
         print(f"refused: {e}; {args.output!r} was not written", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, GpuUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _print_report(report, args)
     note = " (forced past the mIoU bound)" if report["forced"] else ""
     if args.target:
-        note += f" (passes the {args.target} target's rules)"
+        note += f" (passes the {args.target} target's check)" if not args.allow_cpu_fallback else \
+            f" (checked for {args.target}, operators on the CPU allowed)"
     print(f"wrote {args.output} and {os.path.splitext(args.output)[0]}.json{note}")
     return 0
 

@@ -3,7 +3,8 @@
 - `to_tflite`: TFLite fp32 / fp16 / dynamic / int8, logits / probabilities / labels heads, optional host-side
   up-sampling and a target check (`kerasseg.export.tflite`).
 - `to_onnx`: ONNX through tf2onnx, verified in onnxruntime (`kerasseg.export.onnx`).
-- `check`: the edge-compatibility report of a ``.tflite`` file for a CPU, GPU-delegate or NPU target
+- `check`: the edge-compatibility report of a ``.tflite`` file for a CPU, GPU or NPU target, asking the real tools:
+  LiteRT's GPU accelerator (`kerasseg.export.gpu`) and Arm Vela for Ethos-U NPUs (`kerasseg.export.vela`)
   (`kerasseg.export.check`).
 - `edge_formulation`: the model as TFLite exports convert it, in operators edge compilers accept
   (`kerasseg.export.formulations`).
@@ -13,6 +14,7 @@
 
 from kerasseg.export.check import TARGETS, CompatibilityReport, EdgeCompatibilityError, Finding, check
 from kerasseg.export.formulations import edge_formulation, formulation_plan
+from kerasseg.export.gpu import GpuReport, GpuUnavailableError, gpu_compile
 from kerasseg.export.onnx import ONNXMismatchError, ONNXModel, to_onnx
 from kerasseg.export.parity import INT8_GOAL, MIOU_BOUNDS, ParityResult, ParityRow, parity
 from kerasseg.export.tflite import (
@@ -32,6 +34,7 @@ from kerasseg.export.tflite import (
     to_tflite,
     with_head,
 )
+from kerasseg.export.vela import ETHOS_U_TARGETS, VelaReport, vela_compile
 
 
 def quantize_aware(model, **kwargs):
@@ -48,4 +51,5 @@ __all__ = ["to_tflite", "to_onnx", "check", "parity", "with_head", "output_upsam
            "float_tensors", "io_details", "read_sidecar", "TFLiteModel", "ONNXModel", "export_verified",
            "export_metadata", "AccuracyDropError", "EdgeCompatibilityError", "ONNXMismatchError",
            "CompatibilityReport", "Finding", "ParityResult", "ParityRow", "MODES", "OUTPUT_HEADS", "LABEL_DTYPES",
-           "TARGETS", "MIOU_BOUNDS", "INT8_GOAL", "quantize_aware"]
+           "TARGETS", "MIOU_BOUNDS", "INT8_GOAL", "quantize_aware", "gpu_compile", "GpuReport",
+           "GpuUnavailableError", "vela_compile", "VelaReport", "ETHOS_U_TARGETS"]

@@ -1,27 +1,29 @@
-"""Edge-compatibility report of a ``.tflite`` file: what a car's CPU, GPU delegate or NPU will accept.
+"""Edge-compatibility report of a ``.tflite`` file: what a car's CPU, GPU or NPU will accept, asked of the real tools.
 
 The report lists the operators with their counts, the non-builtin (Flex / custom) operators, the floating-point
-tensors, the tensors with a dynamic dimension, and the result of a static check against the TFLite GPU delegate's
-rules. A target selects which rules must pass:
+tensors, the tensors with a dynamic dimension, and the verdict of the target's real toolchain. A target selects which
+rules must pass:
 
 ``cpu``
     builtin operators only (the car's runtime has no Flex delegate) and static shapes.
 ``gpu``
-    the ``cpu`` rules plus the GPU delegate's: every operator in its supported set with its parameter constraints,
-    supported types for the run-time tensors (float32 / float16, int8 / uint8 in quantised graphs, bool and int32
-    only where an operator takes them) and no tensor of rank 5 or more, and no hybrid (dynamic-range) kernel,
-    because the delegate reads constant weights as float.
-``npu``
-    the ``cpu`` rules plus a fully integer graph: no float tensor at all and integer model inputs and outputs,
-    since an NPU runs integer graphs only.
+    the ``cpu`` rules plus a GPU-only compilation on LiteRT's own GPU accelerator (`kerasseg.export.gpu`): every
+    operator the delegate leaves to the CPU is a failure, with the delegate's reason.
+``npu``, or an Ethos-U configuration by Vela's name (``"ethos-u55-128"``, ``"ethos-u65-256"``, ``"ethos-u85-256"``,
+... see `kerasseg.export.vela.ETHOS_U_TARGETS`)
+    the ``cpu`` rules plus a fully integer graph (no float tensor at all, integer model inputs and outputs), and Arm
+    Vela's compilation for that NPU (``"npu"``: `DEFAULT_NPU`): every operator Vela leaves to the CPU is a failure,
+    with Vela's reason, and so is SRAM use above ``sram_budget``.
 
-The GPU rules are the delegate's own (``gpu_compatibility.cc`` and the tensor-type filter of its model builder in
-TFLite / LiteRT), re-stated here because ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` of the pinned
-wheels reports every model as compatible. Operator *versions* are not checked.
+The hand-written GPU delegate rules below (``gpu_compatibility.cc`` and the tensor-type filter of its model builder in
+TFLite / LiteRT, re-stated because ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` of the pinned wheels
+reports every model as compatible) are a fast pre-check only: with ``toolchain=False`` no tool runs and they decide
+(the ``gpu`` rules for ``gpu``, the ``integer`` rules for the NPUs); with the toolchain (the default) they are listed
+as context and the real tools decide. Operator *versions*, which the delegate does check, are not in them.
 
 Example::
 
-    report = check("erfnet_int8.tflite", target="gpu")
+    report = check("erfnet_int8.tflite", target="ethos-u55-128")
     print(report.format())
     assert report.ok, report.failures
 """
@@ -32,23 +34,30 @@ import dataclasses
 import json
 import os
 
-__all__ = ["TARGETS", "RULES", "TARGET_RULES", "GPU_OPS", "Finding", "CompatibilityReport", "check",
-           "EdgeCompatibilityError"]
+from kerasseg.export.vela import ETHOS_U_TARGETS
 
-TARGETS = ("cpu", "gpu", "npu")
+__all__ = ["TARGETS", "RULES", "TARGET_RULES", "PRECHECK_RULES", "TOOLCHAIN_RULES", "DEFAULT_NPU", "GPU_OPS",
+           "Finding", "CompatibilityReport", "check", "EdgeCompatibilityError"]
+
+TARGETS = ("cpu", "gpu", "npu") + ETHOS_U_TARGETS
+# The Ethos-U configuration that target "npu" compiles for.
+DEFAULT_NPU = "ethos-u85-256"
 
 # What each rule family means, for the report.
 RULES = {
     "builtin": "builtin TFLite operators only (no Flex / custom operators)",
     "static": "static tensor shapes",
     "integer": "fully integer graph (no float tensors, integer input and output)",
-    "gpu": "TFLite GPU delegate rules (operators, parameters, tensor types)",
+    "gpu": "TFLite GPU delegate rules (operators, parameters, tensor types), a hand-written pre-check",
+    "litert-gpu": "GPU-only compilation on LiteRT's GPU accelerator",
+    "vela": "every operator on the Ethos-U NPU within the SRAM budget (Arm Vela)",
 }
-TARGET_RULES = {
-    "cpu": ("builtin", "static"),
-    "gpu": ("builtin", "static", "gpu"),
-    "npu": ("builtin", "static", "integer"),
-}
+# The rules each target requires when the real tools run (TARGET_RULES) and when only the pre-check does.
+TARGET_RULES = {"cpu": ("builtin", "static"), "gpu": ("builtin", "static", "litert-gpu"),
+                **{t: ("builtin", "static", "integer", "vela") for t in ("npu",) + ETHOS_U_TARGETS}}
+PRECHECK_RULES = {"cpu": ("builtin", "static"), "gpu": ("builtin", "static", "gpu"),
+                  **{t: ("builtin", "static", "integer") for t in ("npu",) + ETHOS_U_TARGETS}}
+TOOLCHAIN_RULES = ("litert-gpu", "vela")
 
 # The operators the GPU delegate's compatibility checker accepts (custom ones aside).
 GPU_OPS = frozenset({
@@ -115,6 +124,9 @@ class CompatibilityReport:
         inputs, outputs: ``{"name", "dtype", "shape", "quantization"}`` of the model's inputs and outputs.
         findings: every broken rule, whatever the target.
         size_bytes: size of the flatbuffer.
+        toolchain: whether the real tool of the target ran (see the module docstring).
+        gpu: the `kerasseg.export.gpu.GpuReport` of target ``gpu``, else ``None``.
+        vela: the `kerasseg.export.vela.VelaReport` of an NPU target, else ``None``.
     """
 
     source: str
@@ -127,10 +139,13 @@ class CompatibilityReport:
     outputs: list
     findings: list
     size_bytes: int
+    toolchain: bool = False
+    gpu: object = None
+    vela: object = None
 
     @property
     def required_rules(self) -> tuple:
-        return TARGET_RULES[self.target]
+        return (TARGET_RULES if self.toolchain else PRECHECK_RULES)[self.target]
 
     @property
     def failures(self) -> list:
@@ -147,6 +162,8 @@ class CompatibilityReport:
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
+        out.update(gpu=self.gpu.to_dict() if self.gpu is not None else None,
+                   vela=self.vela.to_dict() if self.vela is not None else None)
         out.update(ok=self.ok, required_rules=list(self.required_rules),
                    failures=[dataclasses.asdict(f) for f in self.failures])
         return out
@@ -179,10 +196,15 @@ class CompatibilityReport:
                      + (f" (e.g. {', '.join(self.float_tensors[:3])})" if self.float_tensors else ""))
         lines.append(f"dynamic shapes {', '.join(self.dynamic_tensors[:5]) if self.dynamic_tensors else 'none'}")
         lines.append("")
+        ran = {"litert-gpu": self.gpu is not None, "vela": self.vela is not None}
         for rule, meaning in RULES.items():
+            if not ran.get(rule, True) and rule not in self.required_rules:
+                continue
             broken = [f for f in self.findings if f.rule == rule]
             required = rule in self.required_rules
             verdict = "ok" if not broken else ("FAIL" if required else "not met")
+            if not ran.get(rule, True):
+                verdict = "not run"
             lines.append(f"[{verdict:^7}] {meaning}{'' if required else ' (not required for ' + self.target + ')'}")
             # Findings of rules the target does not need are context only: a few examples suffice.
             limit = 12 if required else 3
@@ -190,6 +212,9 @@ class CompatibilityReport:
                 lines.append(f"          - {_describe(f)}")
             if len(_grouped(broken)) > limit:
                 lines.append(f"          - ... {len(_grouped(broken)) - limit} more")
+        for tool in (self.gpu, self.vela):
+            if tool is not None:
+                lines.extend(["", tool.format()])
         lines.append("")
         lines.append(f"target {self.target}: {'PASS' if self.ok else 'FAIL'}")
         return "\n".join(lines)
@@ -209,7 +234,12 @@ def _grouped(findings) -> list:
 
 def _describe(grouped) -> str:
     f, n = grouped
-    where = f"{f.op} (op #{f.op_index}{', and ' + str(n - 1) + ' more' if n > 1 else ''}): " if f.op else ""
+    index = f"op #{f.op_index}" if f.op_index is not None else "×1"
+    if f.op_index is None and n > 1:
+        index = f"×{n}"
+    elif n > 1:
+        index += f", and {n - 1} more"
+    where = f"{f.op} ({index}): " if f.op else ""
     if not f.op and n > 1:
         return f"{f.message} (and {n - 1} more)"
     return where + f.message
@@ -485,13 +515,23 @@ def _gpu_findings(ops, schema) -> list:
 # The report
 # --------------------------------------------------------------------------------------------------------------
 
-def check(model, target: str = "gpu") -> CompatibilityReport:
-    """Checks a ``.tflite`` model against the rules of an edge target.
+def check(model, target: str = "gpu", *, toolchain: bool = True, run: bool = False,
+          system_config: str | None = None, memory_mode: str | None = None,
+          sram_budget: int | None = None) -> CompatibilityReport:
+    """Checks a ``.tflite`` model against an edge target, asking the target's real toolchain.
 
     Args:
         model: path to a ``.tflite`` file, or its bytes.
-        target: ``"cpu"``, ``"gpu"`` or ``"npu"`` (see the module docstring); the report lists every finding, and
-            ``report.ok`` tells whether the target's rules pass.
+        target: one of `TARGETS`: ``"cpu"``, ``"gpu"``, ``"npu"`` or an Ethos-U configuration by Vela's name (see
+            the module docstring); the report lists every finding, and ``report.ok`` tells whether the target's rules
+            pass.
+        toolchain: ask the real tool (LiteRT's GPU accelerator, Vela); ``False`` runs the hand-written pre-check
+            only.
+        run: target ``gpu``: also run one input on the GPU at full float precision and compare it with the CPU
+            interpreter (``report.gpu.run``; slow on the software driver: shaders compile on the first run).
+        system_config, memory_mode: NPU targets: Vela's system config and memory mode (defaults per NPU family,
+            `kerasseg.export.vela.DEFAULT_SYSTEM_CONFIGS`).
+        sram_budget: NPU targets: SRAM available to the model, in bytes; more SRAM use is a failure.
 
     Returns:
         A `CompatibilityReport`.
@@ -499,6 +539,7 @@ def check(model, target: str = "gpu") -> CompatibilityReport:
     Raises:
         ValueError: an unknown target or a file that is not a TFLite flatbuffer.
         FileNotFoundError: a missing file.
+        kerasseg.export.gpu.GpuUnavailableError: target ``gpu`` and no Vulkan adapter could be created.
     """
     from kerasseg.export.tflite import _check_choice, _model_bytes
 
@@ -546,6 +587,40 @@ def check(model, target: str = "gpu") -> CompatibilityReport:
     for tensors, graph_ops, _ in subgraphs[1:]:
         findings.extend(_gpu_findings(graph_ops, schema))
 
-    return CompatibilityReport(source=source, target=target, ops=ops, custom_ops=sorted(custom),
-                               float_tensors=floats, dynamic_tensors=dynamic, inputs=io["inputs"],
-                               outputs=io["outputs"], findings=findings, size_bytes=len(data))
+    report = CompatibilityReport(source=source, target=target, ops=ops, custom_ops=sorted(custom),
+                                 float_tensors=floats, dynamic_tensors=dynamic, inputs=io["inputs"],
+                                 outputs=io["outputs"], findings=findings, size_bytes=len(data), toolchain=toolchain)
+    if toolchain:
+        _ask_toolchain(report, data, run=run, system_config=system_config, memory_mode=memory_mode,
+                       sram_budget=sram_budget)
+    return report
+
+
+def _ask_toolchain(report: CompatibilityReport, data: bytes, **options) -> None:
+    """Runs the target's real tool and adds its verdict to ``report`` (findings of rule "litert-gpu" / "vela")."""
+    prerequisites = [rule for rule in TARGET_RULES[report.target] if rule not in TOOLCHAIN_RULES]
+    # A model the runtime cannot load (Flex operators, dynamic shapes) or a float model for an NPU: the tool would
+    # only repeat the pre-check's failures.
+    if report.target == "cpu" or any(f.rule in prerequisites for f in report.findings):
+        return
+    if report.target == "gpu":
+        from kerasseg.export.gpu import gpu_compile
+
+        report.gpu = gpu_compile(data, run=options["run"])
+        report.findings.extend(Finding("litert-gpu", f"runs on the CPU: {f.reason or 'the delegate gave no reason'}",
+                                       f.op) for f in report.gpu.fallbacks)
+        if not report.gpu.compiled and not report.gpu.fallbacks:
+            report.findings.append(Finding("litert-gpu", f"GPU-only compilation failed: {report.gpu.error}"))
+        return
+    from kerasseg.export.vela import vela_compile
+
+    accelerator = DEFAULT_NPU if report.target == "npu" else report.target
+    vela = report.vela = vela_compile(data, accelerator, system_config=options["system_config"],
+                                      memory_mode=options["memory_mode"], sram_budget=options["sram_budget"])
+    if vela.error is not None:
+        report.findings.append(Finding("vela", f"Vela {vela.version} failed for {accelerator}: {vela.error}"))
+    report.findings.extend(Finding("vela", f"runs on the CPU ({accelerator}): {op.reason or 'Vela gave no reason'}",
+                                   op.op, tensor=op.name) for op in vela.cpu_ops)
+    if vela.over_budget:
+        report.findings.append(Finding("vela", f"SRAM use {vela.sram_bytes / 1024:.1f} KiB exceeds the budget of "
+                                               f"{vela.sram_budget / 1024:.1f} KiB ({accelerator})"))

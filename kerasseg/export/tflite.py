@@ -574,8 +574,8 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
 def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
                       output: str = "logits", io_dtype: str | None = None, label_dtype: str = "int32",
                       host_upsample: bool = False, per_channel: bool = True, float_layers=None, float_ops=None,
-                      target: str | None = None, verbose: bool = True, input_format: str = "pixels",
-                      metadata: ModelMetadata | None = None) -> bytes:
+                      target: str | None = None, allow_cpu_fallback: bool = False, verbose: bool = True,
+                      input_format: str = "pixels", metadata: ModelMetadata | None = None) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer in memory (see `to_tflite` for the arguments).
 
     The bytes carry no metadata; `to_tflite` embeds it.
@@ -634,11 +634,12 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
             raise ValueError(f"Expected a fully integer model for mode={mode!r}. Received: {len(floats)} float "
                              f"tensors left in model {model.name!r}, e.g. {floats[:5]}")
     if target is not None:
-        from kerasseg.export.check import EdgeCompatibilityError, check
+        from kerasseg.export.check import TOOLCHAIN_RULES, EdgeCompatibilityError, check
 
         report = check(data, target)
         report.source = f"model {model.name!r} ({mode}, output={output!r})"
-        if not report.ok:
+        # allow_cpu_fallback accepts what the real tool would leave to the CPU, never what no runtime can load.
+        if any(not allow_cpu_fallback or f.rule not in TOOLCHAIN_RULES for f in report.failures):
             raise EdgeCompatibilityError(f"Expected the exported model to pass the {target!r} target's rules. "
                                          f"Received: {report.summary()}", report)
     return data
@@ -664,8 +665,8 @@ def export_metadata(model, metadata: ModelMetadata | None = None) -> ModelMetada
 def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_calibration_samples: int = 100,
               output: str = "logits", metadata: ModelMetadata | None = None, io_dtype: str | None = None,
               label_dtype: str = "int32", host_upsample: bool = False, per_channel: bool = True,
-              float_layers=None, float_ops=None, target: str | None = None, verbose: bool = True,
-              input_format: str = "pixels") -> str:
+              float_layers=None, float_ops=None, target: str | None = None, allow_cpu_fallback: bool = False,
+              verbose: bool = True, input_format: str = "pixels") -> str:
     """Converts a Keras model to a ``.tflite`` file with embedded metadata and writes its sidecar, both atomically.
 
     Args:
@@ -695,8 +696,13 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         label_dtype: ``"int32"`` or ``"uint8"``: the label map type of the ``"labels"`` head.
         host_upsample: export the logits at the model's reduced resolution, without its final bilinear resize; the
             sidecar records the resize (``extra["export"]["host_upsample"]``) for the host to apply.
-        target: ``None``, ``"cpu"``, ``"gpu"`` or ``"npu"``: refuse (write nothing) unless the converted model
-            passes that target's rules (`kerasseg.export.check`).
+        target: ``None`` or one of `kerasseg.export.check.TARGETS` (``"cpu"``, ``"gpu"``, ``"npu"``,
+            ``"ethos-u55-128"``, ...): refuse (write nothing) unless the converted model passes that target's check,
+            which asks the real tool (LiteRT's GPU accelerator, Arm Vela; `kerasseg.export.check`); the error lists
+            the operators that would fall back to the CPU, with the tool's reasons.
+        allow_cpu_fallback: with a ``target``, write the model even when the tool leaves operators to the CPU (or,
+            for an NPU, exceeds the SRAM budget); builtin operators, static shapes and, for an NPU, a fully integer
+            graph stay required.
         verbose: print the calibration progress to stderr.
         input_format: ``"pixels"`` (default): the model takes RGB pixels 0..255 (uint8 for int8, float32 otherwise)
             and normalises them in its graph; ``"normalized"``: the model takes normalised float values (int8:
@@ -721,8 +727,9 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
     data = convert_to_tflite(model, mode, representative_data=representative_data,
                              num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
                              label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
-                             float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose,
-                             input_format=input_format, metadata=meta)
+                             float_layers=float_layers, float_ops=float_ops, target=target,
+                             allow_cpu_fallback=allow_cpu_fallback, verbose=verbose, input_format=input_format,
+                             metadata=meta)
     details = io_details(data)
     upsampling = None
     if host_upsample:
@@ -741,6 +748,8 @@ def to_tflite(model, path, mode: str = "fp32", *, representative_data=None, num_
         "host_upsample": upsampling,
         "target": target,
     }
+    if target is not None:
+        meta.extra["export"]["allow_cpu_fallback"] = bool(allow_cpu_fallback)
     if mode in INTEGER_MODES:
         floats = float_tensors(data)
         if isinstance(float_layers, (int, np.integer)):
@@ -870,8 +879,8 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
                     num_calibration_samples: int = 100, output: str = "logits", metadata: ModelMetadata | None = None,
                     io_dtype: str | None = None, label_dtype: str = "int32", host_upsample: bool = False,
                     per_channel: bool = True, float_layers=None, float_ops=None,
-                    target: str | None = None, max_miou_drop: float | None = None, force: bool = False,
-                    max_eval_images: int | None = None, num_threads: int | None = None,
+                    target: str | None = None, allow_cpu_fallback: bool = False, max_miou_drop: float | None = None,
+                    force: bool = False, max_eval_images: int | None = None, num_threads: int | None = None,
                     verbose: bool = True, input_format: str = "pixels") -> dict:
     """Exports like `to_tflite`, scores Keras and TFLite on ``eval_data``, and installs the file only if it holds up.
 
@@ -881,7 +890,8 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
 
     Args:
         model, path, mode, representative_data, num_calibration_samples, output, metadata, io_dtype, label_dtype,
-            host_upsample, per_channel, float_layers, float_ops, target, verbose, input_format: see `to_tflite`.
+            host_upsample, per_channel, float_layers, float_ops, target, allow_cpu_fallback, verbose, input_format:
+            see `to_tflite`.
         eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, labels)``, batched or not.
         max_miou_drop: the largest accepted mIoU drop, in points (1.0 = one mIoU percentage point); ``None`` takes
             the mode's bound from `kerasseg.export.parity.MIOU_BOUNDS` (fp32 0.01, fp16 0.1, dynamic and int8 1.0).
@@ -925,8 +935,8 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
         to_tflite(model, tmp_path, mode, representative_data=representative_data,
                   num_calibration_samples=num_calibration_samples, output=output, metadata=meta,
                   io_dtype=io_dtype, label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
-                  float_layers=float_layers, float_ops=float_ops, target=target, verbose=verbose,
-                  input_format=input_format)
+                  float_layers=float_layers, float_ops=float_ops, target=target,
+                  allow_cpu_fallback=allow_cpu_fallback, verbose=verbose, input_format=input_format)
         report = compare_keras_tflite(model, tmp_path, eval_data, meta.num_classes, meta.ignore_label,
                                       max_images=max_eval_images, num_threads=num_threads)
         report.update(path=path, mode=mode, tflite_bytes=os.path.getsize(tmp_path),
