@@ -102,7 +102,8 @@ def _randomise_batch_norm(model):
 
 @pytest.fixture(scope="module")
 def conversions():
-    """The three small models and their fp32 / fp16 / int8 TFLite conversions."""
+    """The small models and their fp32 / fp16 / int8 TFLite conversions (normalised input: the test models are
+    not RGB, and the comparison feeds the same values to Keras and TFLite)."""
     rng = np.random.default_rng(4)
     out = {}
     builders = (("resize", _resize_model), ("resize_odd", lambda: _resize_model(3)),
@@ -113,7 +114,8 @@ def conversions():
         shape = tuple(model.inputs[0].shape[1:])
         calibration = [rng.normal(size=shape).astype(np.float32) for _ in range(4)]
         out[name] = (model, {mode: convert_to_tflite(model, mode, representative_data=calibration,
-                                                     num_calibration_samples=4, verbose=False)
+                                                     num_calibration_samples=4, verbose=False,
+                                                     input_format="normalized")
                              for mode in ("fp32", "fp16", "int8")})
     return out
 
