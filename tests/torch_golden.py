@@ -1,0 +1,55 @@
+"""Deterministic inputs and weights shared by the PyTorch golden-data tests and `tools/make_torch_golden.py`.
+
+numpy only, so that the generator (run once in an environment with torch and the reference implementations) and the
+tests (no torch) draw the same arrays: every array comes from ``numpy.random.default_rng`` seeded by a fixed number
+and the CRC-32 of its name.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torch")
+
+# ERFNet golden case: the authors' Net with random weights, 8 classes, one 48x64 image.
+ERFNET_NUM_CLASSES = 8
+ERFNET_INPUT_NCHW = (1, 3, 48, 64)
+# EfficientNet-Lite0 golden case: the installed ImageNet weights, one 96x128 image; features after block index 4
+# (the stride-8 endpoint) and 15 (stride 32).
+LITE0_INPUT_NCHW = (1, 3, 96, 128)
+LITE0_ENDPOINT_BLOCKS = {"stride8": 4, "stride32": 15}
+
+
+def _rng(name: str, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+def golden_input(shape_nchw, seed: int = 0) -> np.ndarray:
+    """A standard-normal image batch in PyTorch's NCHW layout (float32)."""
+    return _rng("input", seed).standard_normal(shape_nchw).astype(np.float32)
+
+
+def random_state_dict(spec, seed: int = 0) -> dict:
+    """Random weights for a list of ``(name, shape, dtype)``: He-scaled kernels, plausible batch-norm statistics.
+
+    Batch-norm vectors get ``weight`` near 1, small ``bias`` and ``running_mean`` and a ``running_var`` in
+    [0.5, 2]; ``num_batches_tracked`` is 0. Kernel scales keep a 40-layer network's activations finite.
+    """
+    state = {}
+    for name, shape, dtype in spec:
+        rng, shape = _rng(name, seed), tuple(shape)
+        if dtype == "int64":
+            state[name] = np.zeros(shape, np.int64)
+        elif name.endswith("running_var"):
+            state[name] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+        elif len(shape) == 1 and name.endswith("weight"):
+            state[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        elif len(shape) == 1:
+            state[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            state[name] = (rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)).astype(np.float32)
+    return state
