@@ -22,7 +22,7 @@ from kerasseg.torch_checkpoint import (CheckpointFormatError, UnsafeCheckpointEr
                                        state_dict_of)
 
 from torch_golden import (DATA_DIR, ERFNET_INPUT_NCHW, ERFNET_NUM_CLASSES, LITE0_INPUT_NCHW, golden_input,
-                          random_state_dict)
+                          random_state_dict, write_torch_zip)
 
 # Max |Δ| allowed, as a fraction of the reference output's largest magnitude.
 TOLERANCE = 1e-4
@@ -158,6 +158,47 @@ def test_erfnet_checkpoint_errors(erfnet_golden):
     lite = keras.Model(*_lite0_endpoints((32, 32, 3)))
     with pytest.raises(ValueError, match=r"Expected a kerasseg ERFNet model"):
         kerasseg.load_pytorch_weights(lite, state)
+
+
+def _import_tool():
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("import_pytorch", os.path.join(root, "tools", "import_pytorch.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_import_tool_writes_a_cityscapes_model_from_an_authors_checkpoint(tmp_path, capsys):
+    # The authors' Cityscapes checkpoint has 20 classes: the golden spec with a 20-class classifier.
+    data = np.load(os.path.join(DATA_DIR, "erfnet_golden.npz"))
+    spec = []
+    for name, shape, dtype in json.loads(str(data["spec"])):
+        if ".output_conv." in name:  # the classifiers: (classes, ...) and the transposed (16, classes, 2, 2)
+            shape[1 if name == "decoder.output_conv.weight" else 0] = 20
+        spec.append((name, shape, dtype))
+    checkpoint = str(tmp_path / "erfnet_pretrained.pth")
+    write_torch_zip(checkpoint, {f"module.{k}": v for k, v in random_state_dict(spec, seed=1).items()})
+    tool = _import_tool()
+    out = str(tmp_path / "erfnet_cityscapes.keras")
+    assert tool.main([checkpoint, "--model", "erfnet", "--num-classes", "20", "--input-size", "48x64",
+                      "--output", out]) == 0
+    model = kerasseg.load_model(out)
+    meta = kerasseg.saving.read_metadata(out)
+    assert meta.normalization == "unit" and meta.class_names[0] == "road" and meta.class_names[-1] == "void"
+    assert len(meta.class_names) == 20 and meta.extra["imported"]["layout"] == "erfnet"
+    np.testing.assert_array_equal(model.get_layer("layer09_conv3x1_2").get_weights()[0],
+                                  random_state_dict(spec, seed=1)["encoder.layers.7.conv3x1_2.weight"]
+                                  .transpose(2, 3, 1, 0))
+    # Another class count: a clear refusal offering to skip the classifier, then an import with it skipped.
+    assert tool.main([checkpoint, "--model", "erfnet", "--num-classes", "11", "--input-size", "48x64",
+                      "--output", str(tmp_path / "other.keras")]) == 1
+    assert "--skip-classifier" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "other.keras")
+    assert tool.main([checkpoint, "--model", "erfnet", "--num-classes", "11", "--input-size", "48x64",
+                      "--skip-classifier", "--output", str(tmp_path / "other.keras")]) == 0
+    assert kerasseg.saving.read_metadata(str(tmp_path / "other.keras")).class_names is None
 
 
 # --- EfficientNet-Lite0 ----------------------------------------------------------------------------------------

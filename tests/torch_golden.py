@@ -8,6 +8,8 @@ and the CRC-32 of its name.
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 import zlib
 
 import numpy as np
@@ -53,3 +55,34 @@ def random_state_dict(spec, seed: int = 0) -> dict:
             fan_in = int(np.prod(shape[1:]))
             state[name] = (rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)).astype(np.float32)
     return state
+
+
+def _op(value) -> bytes:
+    # The pickle opcodes of a plain value (int, str, bool, tuple of ints), without protocol header and STOP.
+    return pickle.dumps(value, protocol=2)[2:-1]
+
+
+def write_torch_zip(path, state: dict, prefix: str = "archive"):
+    """Writes ``{name: float32 or int64 array}`` in the zip layout of ``torch.save`` (protocol 2, as torch writes it).
+
+    For tests that need a large checkpoint file (a whole ERFNet) that cannot be committed; the reader itself is
+    tested on files written by torch (``tiny_zip.pth``, ``tiny_legacy.pth``).
+    """
+    body, storages = [b"\x80\x02}("], {}
+    storage_types = {np.dtype(np.float32): b"FloatStorage", np.dtype(np.int64): b"LongStorage"}
+    for i, (name, array) in enumerate(state.items()):
+        array = np.require(array, requirements="C")
+        storages[str(i)] = array.tobytes()
+        strides = tuple(int(s // array.itemsize) for s in array.strides)
+        body.append(_op(name) + b"ctorch._utils\n_rebuild_tensor_v2\n("
+                    + b"(" + _op("storage") + b"ctorch\n" + storage_types[array.dtype] + b"\n" + _op(str(i))
+                    + _op("cpu")
+                    + _op(int(array.size)) + b"tQ"
+                    + _op(0) + _op(tuple(int(d) for d in array.shape)) + _op(strides) + _op(False)
+                    + b"ccollections\nOrderedDict\n)R" + b"tR")
+    body.append(b"u.")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{prefix}/data.pkl", b"".join(body))
+        for key, raw in storages.items():
+            zf.writestr(f"{prefix}/data/{key}", raw)
+        zf.writestr(f"{prefix}/version", "3\n")
