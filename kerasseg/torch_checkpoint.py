@@ -107,6 +107,8 @@ _ALLOWED_GLOBALS = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("_codecs", "encode"): _codecs_encode,
     **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+    # Tensors saved from a GPU by torch < 1.0 name the CUDA storage classes; the bytes are the same.
+    **{("torch.cuda", name): _StorageType(name) for name in _STORAGE_DTYPES if name != "UntypedStorage"},
 }
 
 
@@ -120,7 +122,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            allowed = sorted(f"{m}.{n}" for m, n in _ALLOWED_GLOBALS if m != "torch")
+            allowed = sorted(f"{m}.{n}" for m, n in _ALLOWED_GLOBALS
+                             if not m.startswith("torch") or m == "torch._utils")
             raise UnsafeCheckpointError(
                 f"Refusing to load {self._path}: its pickle asks for the global {module}.{name}, which could run "
                 f"code. Expected only tensors, storages and containers ({', '.join(allowed)}, torch.*Storage). "

@@ -22,7 +22,7 @@ from kerasseg.torch_checkpoint import (CheckpointFormatError, UnsafeCheckpointEr
                                        state_dict_of)
 
 from torch_golden import (DATA_DIR, ERFNET_INPUT_NCHW, ERFNET_NUM_CLASSES, LITE0_INPUT_NCHW, golden_input,
-                          random_state_dict, write_torch_zip)
+                          pickle_ops, random_state_dict, write_torch_zip)
 
 # Max |Δ| allowed, as a fraction of the reference output's largest magnitude.
 TOLERANCE = 1e-4
@@ -59,6 +59,21 @@ def test_reader_returns_the_tensors_torch_saved(fmt):
     # Views keep their own values although they share a storage: a transposed tensor, a row with an offset.
     np.testing.assert_array_equal(state["module.transposed"], state["module.base"].T)
     np.testing.assert_array_equal(state["module.row"], state["module.base"][2])
+
+
+def test_reader_takes_gpu_tensors_of_torch_0_3_legacy_files(tmp_path):
+    # torch < 0.4 saved CUDA tensors as torch.cuda.FloatStorage rebuilt by _rebuild_tensor (4 arguments); written
+    # here opcode by opcode, since no installable torch writes that format any more.
+    weight = np.arange(12, dtype=np.float32).reshape(3, 4)
+    main = (b"\x80\x02}(" + pickle_ops("module.conv.weight") + b"ctorch._utils\n_rebuild_tensor\n("
+            + b"(" + pickle_ops("storage") + b"ctorch.cuda\nFloatStorage\n" + pickle_ops("94001") + pickle_ops("cuda:0")
+            + pickle_ops(12) + b"NtQ" + pickle_ops(0) + pickle_ops((4, 3)) + pickle_ops((1, 4)) + b"tRu.")
+    path = tmp_path / "erfnet_old.pth"
+    path.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2)
+                     + pickle.dumps({"little_endian": True}, protocol=2) + main
+                     + pickle.dumps(["94001"], protocol=2) + np.int64(12).tobytes() + weight.tobytes())
+    state = read_torch_checkpoint(path)
+    np.testing.assert_array_equal(state["module.conv.weight"], weight.T)
 
 
 class _RunsCode:

@@ -57,7 +57,7 @@ def random_state_dict(spec, seed: int = 0) -> dict:
     return state
 
 
-def _op(value) -> bytes:
+def pickle_ops(value) -> bytes:
     # The pickle opcodes of a plain value (int, str, bool, tuple of ints), without protocol header and STOP.
     return pickle.dumps(value, protocol=2)[2:-1]
 
@@ -74,12 +74,11 @@ def write_torch_zip(path, state: dict, prefix: str = "archive"):
         array = np.require(array, requirements="C")
         storages[str(i)] = array.tobytes()
         strides = tuple(int(s // array.itemsize) for s in array.strides)
-        body.append(_op(name) + b"ctorch._utils\n_rebuild_tensor_v2\n("
-                    + b"(" + _op("storage") + b"ctorch\n" + storage_types[array.dtype] + b"\n" + _op(str(i))
-                    + _op("cpu")
-                    + _op(int(array.size)) + b"tQ"
-                    + _op(0) + _op(tuple(int(d) for d in array.shape)) + _op(strides) + _op(False)
-                    + b"ccollections\nOrderedDict\n)R" + b"tR")
+        persistent_id = (b"(" + pickle_ops("storage") + b"ctorch\n" + storage_types[array.dtype] + b"\n"
+                         + pickle_ops(str(i)) + pickle_ops("cpu") + pickle_ops(int(array.size)) + b"tQ")
+        arguments = (persistent_id + pickle_ops(0) + pickle_ops(tuple(int(d) for d in array.shape))
+                     + pickle_ops(strides) + pickle_ops(False) + b"ccollections\nOrderedDict\n)R")
+        body.append(pickle_ops(name) + b"ctorch._utils\n_rebuild_tensor_v2\n(" + arguments + b"tR")
     body.append(b"u.")
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(f"{prefix}/data.pkl", b"".join(body))
