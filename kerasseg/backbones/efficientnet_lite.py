@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 from kerasseg.backbones.common import check_output_stride, stride_schedule
-from kerasseg.blocks import resolve_keras
+from kerasseg.backbones.mobilenet_v2 import inverted_residual_block, stem
 
 __all__ = ["efficientnet_lite", "mbconv_block", "EFFICIENTNET_LITE_STAGES", "EFFICIENTNET_LITE_SCALING",
            "torch_names"]
@@ -49,10 +49,7 @@ EFFICIENTNET_LITE_SCALING = {
     "efficientnet_lite4": (1.4, 1.8),
 }
 STEM_FILTERS = 32
-# The reference's batch-norm epsilon (1e-3), kept so loaded weights reproduce its features; the momentum plays no
-# part in loading and is the one of the other kerasseg backbones (see mobilenet_v2.BN_MOMENTUM).
-BN_EPSILON = 1e-3
-BN_MOMENTUM = 0.99
+# MobileNetV2's batch-norm epsilon (1e-3) is also the reference's, so loaded weights reproduce its features.
 
 
 def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -76,31 +73,23 @@ def _stage_table(variant: str):
     return table
 
 
+# Layer-name suffixes of an MBConv block, keras.applications.EfficientNet style.
+MBCONV_NAMES = {"expand": "expand_conv", "expand_bn": "expand_bn", "expand_act": "expand_activation",
+                "depthwise": "dwconv", "depthwise_bn": "bn", "depthwise_act": "activation",
+                "project": "project_conv", "project_bn": "project_bn", "add": "add"}
+
+
 def mbconv_block(x, expansion: int, filters: int, kernel_size: int, *, name: str, strides: int = 1,
                  dilation_rate: int = 1, keras_module=None):
     """Mobile inverted bottleneck without squeeze-excitation: 1×1 expand → k×k depthwise → 1×1 project.
 
-    Layers: ``{name}_expand_conv`` / ``_expand_bn`` / ``_expand_activation`` (omitted when ``expansion == 1``),
+    MobileNetV2's inverted residual (`inverted_residual_block`) under EfficientNet's layer names:
+    ``{name}_expand_conv`` / ``_expand_bn`` / ``_expand_activation`` (omitted when ``expansion == 1``),
     ``{name}_dwconv``, ``{name}_bn``, ``{name}_activation``, ``{name}_project_conv``, ``{name}_project_bn`` and
     ``{name}_add`` when the block keeps resolution and channels. Activations are ReLU6; the projection is linear.
     """
-    layers = resolve_keras(keras_module).layers
-    in_channels = int(x.shape[-1])
-    y = x
-    if expansion != 1:
-        y = layers.Conv2D(in_channels * expansion, 1, use_bias=False, kernel_initializer="he_normal",
-                          name=f"{name}_expand_conv")(y)
-        y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_expand_bn")(y)
-        y = layers.ReLU(6.0, name=f"{name}_expand_activation")(y)
-    y = layers.DepthwiseConv2D(kernel_size, strides=strides, dilation_rate=dilation_rate, padding="same",
-                               use_bias=False, depthwise_initializer="he_normal", name=f"{name}_dwconv")(y)
-    y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(y)
-    y = layers.ReLU(6.0, name=f"{name}_activation")(y)
-    y = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_project_conv")(y)
-    y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_project_bn")(y)
-    if strides == 1 and in_channels == filters:
-        y = layers.Add(name=f"{name}_add")([x, y])
-    return y
+    return inverted_residual_block(x, expansion, filters, name=name, strides=strides, dilation_rate=dilation_rate,
+                                   kernel_size=kernel_size, layer_names=MBCONV_NAMES, keras_module=keras_module)
 
 
 def _block_names(variant: str):
@@ -128,12 +117,7 @@ def efficientnet_lite(inputs, variant: str = "efficientnet_lite0", *, output_str
         raise ValueError(f"Expected variant to be one of {tuple(EFFICIENTNET_LITE_SCALING)}. "
                          f"Received: variant={variant!r}")
     output_stride = check_output_stride(output_stride)
-    layers = resolve_keras(keras_module).layers
-
-    x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, kernel_initializer="he_normal",
-                      name="stem_conv")(inputs)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="stem_bn")(x)
-    x = layers.ReLU(6.0, name="stem_activation")(x)
+    x = stem(inputs, ("stem_conv", "stem_bn", "stem_activation"), filters=STEM_FILTERS, keras_module=keras_module)
 
     table = _stage_table(variant)
     names = iter(_block_names(variant))
