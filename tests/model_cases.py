@@ -66,5 +66,12 @@ CASES = {
         "kwargs": {"num_classes": 3, "input_shape": (64, 96, 3)},
         "params": [({"num_classes": 19, "input_shape": (64, 64, 3)}, 2_719_299)],
     },
+    # EfficientNet-Lite0 backbone: 2,958,848 = the 4,652,008 parameters of the reference's ImageNet checkpoint
+    # without its head (_conv_head 409,600, _bn1 2,560, _fc 1,281,000); LR-ASPP head with 19 classes: 41,216
+    # (projection + BN) + 41,088 (gate) + 2,451 + 779 (the two classifiers).
+    "lraspp": {
+        "kwargs": {"num_classes": 3, "input_shape": (64, 96, 3)},
+        "params": [({"num_classes": 19, "input_shape": (64, 64, 3)}, 3_044_382)],
+    },
 
 }

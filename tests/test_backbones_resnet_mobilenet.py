@@ -188,7 +188,7 @@ def test_weight_source_errors():
         load_backbone_weights(model, "resnet50", "/nonexistent.weights.h5")
     with pytest.raises(ValueError, match=r"Expected backbone to be one of .*Received: backbone='vgg16'"):
         load_backbone_weights(model, "vgg16", "imagenet")
-    assert set(WEIGHT_SOURCES) == {"resnet50", "resnet101", "mobilenetv2"}
+    assert set(WEIGHT_SOURCES) == {"resnet50", "resnet101", "mobilenetv2", "efficientnet_lite0"}
     with pytest.raises(ValueError, match=r"Expected multi_grid to be 3 positive integers .*Received: multi_grid="):
         resnet(keras.Input((32, 32, 3)), 50, multi_grid=(1, 2))
     with pytest.raises(ValueError, match=r"Expected stem to be one of .*Received: stem='tiny'"):

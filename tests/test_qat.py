@@ -26,6 +26,7 @@ QAT_CASES = {
     "pspnet": {"num_classes": 3, "input_shape": (48, 48, 3)},
     "deeplabv3": {"num_classes": 3, "input_shape": (32, 32, 3), "backbone": "resnet50"},
     "deeplabv3plus": {"num_classes": 3, "input_shape": (32, 32, 3)},
+    "lraspp": {"num_classes": 3, "input_shape": (32, 32, 3)},
 }
 
 

@@ -120,7 +120,8 @@ def test_deeplab_structure_and_outputs():
     ("deeplabv3", {"input_shape": (64, 64, 3), "output_stride": 32},
      r"Expected output_stride to be one of \(8, 16\). Received: output_stride=32"),
     ("deeplabv3", {"input_shape": (64, 64, 3), "backbone": "resnet18"},
-     r"Expected backbone to be one of \('resnet50', 'resnet101', 'mobilenetv2'\). Received: backbone='resnet18'"),
+     r"Expected backbone to be one of \('resnet50', 'resnet101', 'mobilenetv2', 'efficientnet_lite0'\). "
+     r"Received: backbone='resnet18'"),
     ("deeplabv3plus", {"input_shape": (64, 64, 3), "multi_grid": (1, 2, 4)},
      r"Expected multi_grid=None with backbone 'mobilenetv2'.*Received: multi_grid=\(1, 2, 4\)"),
     ("deeplabv3plus", {"input_shape": (64, 64, 3), "backbone": "resnet50", "multi_grid": (1, 2)},

@@ -28,6 +28,8 @@ REFERENCE = [
     ("deeplabv3", 21, (512, 512, 3), {"backbone": "resnet50", "output_stride": 16}, "DeepLab v3 ResNet-50 OS16"),
     ("deeplabv3", 21, (512, 512, 3), {"backbone": "resnet101", "output_stride": 16}, "DeepLab v3 ResNet-101 OS16"),
     ("deeplabv3plus", 19, (512, 1024, 3), {"backbone": "mobilenetv2"}, "DeepLab v3+ MobileNetV2 OS16"),
+    ("deeplabv3plus", 19, (512, 1024, 3), {"backbone": "efficientnet_lite0"}, "DeepLab v3+ EfficientNet-Lite0 OS16"),
+    ("lraspp", 19, (512, 1024, 3), {"backbone": "efficientnet_lite0"}, "LR-ASPP EfficientNet-Lite0 OS16"),
 ]
 
 

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", default=None, help="ship this int8 .tflite (with its .json sidecar) instead of "
                                                 "exporting one by post-training quantisation")
     p.add_argument("--num-calibration", type=int, default=100, help="int8 calibration images (default 100)")
+    p.add_argument("--host-upsample", action="store_true",
+                   help="export the int8 logits without the model's final bilinear resize, which the runtime "
+                        "applies on the host (see tools/export_tflite.py)")
+    p.add_argument("--keras-weights", choices=["float32", "float16"], default="float32",
+                   help="storage of the .keras weights: float16 halves the file (the model stays float32, its "
+                        "weights rounded to float16 before scoring and export); default float32")
     p.add_argument("--max-miou-drop", type=float, default=1.0, help="int8 bound in mIoU points (default 1.0)")
     p.add_argument("--max-mb", type=float, default=12.0, help="size budget of the three files in MB (default 12)")
     p.add_argument("--history", default=None, nargs="+",
@@ -99,6 +105,10 @@ def main(argv=None) -> int:
     from kerasseg.saving import atomic_path, save_model
 
     model = kerasseg.load_model(args.model)
+    if args.keras_weights == "float16":
+        # Scored and exported as shipped: with the weights the float16 storage gives back.
+        model.set_weights([w.astype("float16").astype(w.dtype) if w.dtype == "float32" else w
+                           for w in model.get_weights()])
     meta, calibration, val = export_data(model, args.dataset, args.data_dir, calibration=args.int8 is None)
     meta = meta.with_dataset()
     training = dict(meta.extra.get("training") or {})
@@ -112,7 +122,7 @@ def main(argv=None) -> int:
         int8_path = os.path.join(work, f"{args.name}_int8.tflite")
         if args.int8 is None:
             to_tflite(model, int8_path, "int8", representative_data=calibration,
-                      num_calibration_samples=args.num_calibration, metadata=meta)
+                      num_calibration_samples=args.num_calibration, metadata=meta, host_upsample=args.host_upsample)
             quantization = "ptq"
         else:
             sidecar = os.path.splitext(args.int8)[0] + ".json"
@@ -126,7 +136,7 @@ def main(argv=None) -> int:
         record = {"name": args.name, "dataset": args.dataset, "val_images": scores["num_images"],
                   "val_miou": scores["keras_miou"], "int8_val_miou": scores["tflite_miou"],
                   "int8_miou_drop": scores["miou_drop"], "int8_pixel_agreement": scores["pixel_agreement"],
-                  "int8_quantization": quantization,
+                  "int8_quantization": quantization, "keras_weights": args.keras_weights,
                   "val_iou": {n: v for n, v in zip(names, scores["keras_iou"])},
                   "int8_val_iou": {n: v for n, v in zip(names, scores["tflite_iou"])}}
         meta.extra["pretrained"] = record
@@ -138,7 +148,7 @@ def main(argv=None) -> int:
                   f"--max-miou-drop {args.max_miou_drop}", file=sys.stderr)
             return 1
         keras_path = os.path.join(work, f"{args.name}.keras")
-        save_model(model, keras_path, metadata=meta)
+        save_model(model, keras_path, metadata=meta, weights_dtype=args.keras_weights)
         # The sidecar the device runtime reads carries the same record.
         sidecar_path = os.path.splitext(int8_path)[0] + ".json"
         with open(sidecar_path, encoding="utf-8") as f:

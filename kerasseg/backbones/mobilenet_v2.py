@@ -20,7 +20,7 @@ from __future__ import annotations
 from kerasseg.backbones.common import check_output_stride, stride_schedule
 from kerasseg.blocks import resolve_keras
 
-__all__ = ["mobilenet_v2", "inverted_residual_block", "MOBILENET_V2_STAGES"]
+__all__ = ["mobilenet_v2", "inverted_residual_block", "MOBILENET_V2_STAGES", "MOBILENET_V2_BLOCK_NAMES", "stem"]
 
 # Sandler et al., table 2, walked by `mobilenet_v2`: (expansion t, output channels c, repeats n, stride s).
 MOBILENET_V2_STAGES = (
@@ -44,15 +44,23 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 
 
+# Suffix of each layer of an inverted residual block, keras.applications.MobileNetV2 style.
+MOBILENET_V2_BLOCK_NAMES = {"expand": "expand", "expand_bn": "expand_BN", "expand_act": "expand_relu",
+                            "depthwise": "depthwise", "depthwise_bn": "depthwise_BN",
+                            "depthwise_act": "depthwise_relu", "project": "project", "project_bn": "project_BN",
+                            "add": "add"}
+
+
 def inverted_residual_block(x, expansion: int, filters: int, *, name: str, strides: int = 1, dilation_rate: int = 1,
-                            keras_module=None):
-    """Inverted residual with linear bottleneck: 1×1 expand → ReLU6 → 3×3 depthwise → ReLU6 → 1×1 project.
+                            kernel_size: int = 3, layer_names=None, keras_module=None):
+    """Inverted residual with linear bottleneck: 1×1 expand → ReLU6 → k×k depthwise → ReLU6 → 1×1 project.
 
     Layers are named like keras' ``_inverted_res_block``: ``{name}_expand`` (omitted when ``expansion == 1``),
     ``{name}_expand_BN``, ``{name}_expand_relu``, ``{name}_depthwise``, ``{name}_depthwise_BN``,
     ``{name}_depthwise_relu``, ``{name}_project``, ``{name}_project_BN`` and ``{name}_add`` (identity shortcut when
     the block keeps both the resolution and the channel count). The projection has no activation: a ReLU on the
-    narrow bottleneck would destroy information (Sandler et al., section 3.2).
+    narrow bottleneck would destroy information (Sandler et al., section 3.2). EfficientNet-Lite's MBConv block is
+    the same block with 5×5 kernels in some stages and other names (``layer_names``).
 
     Args:
         x: input tensor ``(B, H, W, C)``.
@@ -61,25 +69,41 @@ def inverted_residual_block(x, expansion: int, filters: int, *, name: str, strid
         name: layer name prefix, e.g. ``"block_3"`` (keras names the first block ``"expanded_conv"``).
         strides: stride of the depthwise convolution.
         dilation_rate: dilation of the depthwise convolution.
+        kernel_size: size of the depthwise kernel.
+        layer_names: role -> name suffix, the keys of `MOBILENET_V2_BLOCK_NAMES` (its values by default).
         keras_module: Keras module to build with.
     """
     layers = resolve_keras(keras_module).layers
+    n = {role: f"{name}_{suffix}" for role, suffix in (layer_names or MOBILENET_V2_BLOCK_NAMES).items()}
     in_channels = int(x.shape[-1])
     y = x
     if expansion != 1:
         y = layers.Conv2D(expansion * in_channels, 1, use_bias=False, kernel_initializer="he_normal",
-                          name=f"{name}_expand")(y)
-        y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_expand_BN")(y)
-        y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
-    y = layers.DepthwiseConv2D(3, strides=strides, dilation_rate=dilation_rate, padding="same", use_bias=False,
-                               depthwise_initializer="he_normal", name=f"{name}_depthwise")(y)
-    y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_depthwise_BN")(y)
-    y = layers.ReLU(6.0, name=f"{name}_depthwise_relu")(y)
-    y = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_project")(y)
-    y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_project_BN")(y)
+                          name=n["expand"])(y)
+        y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=n["expand_bn"])(y)
+        y = layers.ReLU(6.0, name=n["expand_act"])(y)
+    y = layers.DepthwiseConv2D(kernel_size, strides=strides, dilation_rate=dilation_rate, padding="same",
+                               use_bias=False, depthwise_initializer="he_normal", name=n["depthwise"])(y)
+    y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=n["depthwise_bn"])(y)
+    y = layers.ReLU(6.0, name=n["depthwise_act"])(y)
+    y = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal", name=n["project"])(y)
+    y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=n["project_bn"])(y)
     if in_channels == filters and strides == 1:
-        y = layers.Add(name=f"{name}_add")([x, y])
+        y = layers.Add(name=n["add"])([x, y])
     return y
+
+
+def stem(inputs, names, *, filters: int = STEM_FILTERS, keras_module=None):
+    """3×3 stride-2 convolution → BN → ReLU6, the stem of MobileNetV2 and EfficientNet-Lite.
+
+    ``names`` are the (convolution, batch norm, activation) layer names.
+    """
+    layers = resolve_keras(keras_module).layers
+    conv, bn, act = names
+    x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, kernel_initializer="he_normal",
+                      name=conv)(inputs)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=bn)(x)
+    return layers.ReLU(6.0, name=act)(x)
 
 
 def mobilenet_v2(inputs, *, output_stride: int = 32, keras_module=None) -> dict:
@@ -100,12 +124,7 @@ def mobilenet_v2(inputs, *, output_stride: int = 32, keras_module=None) -> dict:
         `kerasseg.backbones.common`).
     """
     output_stride = check_output_stride(output_stride)
-    layers = resolve_keras(keras_module).layers
-
-    x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, kernel_initializer="he_normal",
-                      name="Conv1")(inputs)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn_Conv1")(x)
-    x = layers.ReLU(6.0, name="Conv1_relu")(x)
+    x = stem(inputs, ("Conv1", "bn_Conv1", "Conv1_relu"), keras_module=keras_module)
 
     endpoints = {}
     schedule = stride_schedule([s for *_, s in MOBILENET_V2_STAGES], output_stride, initial_stride=2)

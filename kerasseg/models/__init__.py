@@ -6,3 +6,4 @@ from kerasseg.models import segnet  # noqa: F401
 from kerasseg.models import unet  # noqa: F401
 from kerasseg.models import deeplab  # noqa: F401
 from kerasseg.models import pspnet  # noqa: F401
+from kerasseg.models import lraspp  # noqa: F401

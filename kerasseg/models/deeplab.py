@@ -96,9 +96,9 @@ def _validate(num_classes, input_shape, backbone, output_stride, separable, mult
                          f"Received: input_shape={input_shape!r}")
     if not isinstance(separable, bool):
         raise ValueError(f"Expected separable to be True or False. Received: separable={separable!r}")
-    if backbone == "mobilenetv2":
+    if not backbone.startswith("resnet"):
         if multi_grid is not None:
-            raise ValueError(f"Expected multi_grid=None with backbone 'mobilenetv2' (multi-grid applies to ResNet's "
+            raise ValueError(f"Expected multi_grid=None with backbone {backbone!r} (multi-grid applies to ResNet's "
                              f"conv5). Received: multi_grid={multi_grid!r}")
     else:
         multi_grid = MULTI_GRID if multi_grid is None else multi_grid
@@ -179,7 +179,8 @@ def deeplabv3plus(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str
     Args:
         num_classes: number of output classes (logits channels).
         input_shape: ``(height, width, channels)``; height and width must be multiples of ``output_stride``.
-        backbone: ``"mobilenetv2"`` (Sandler et al.'s mobile DeepLab v3+), ``"resnet50"`` or ``"resnet101"``.
+        backbone: ``"mobilenetv2"`` (Sandler et al.'s mobile DeepLab v3+), ``"resnet50"``, ``"resnet101"`` or
+            ``"efficientnet_lite0"`` (ImageNet weights read offline from the ``kerasseg[imagenet]`` extra).
         backbone_weights: ``None``, ``"imagenet"`` (``keras.applications`` weights) or the path to a file saved from
             the matching ``keras.applications`` model with ``include_top=False``; the first convolution is
             converted to the ``"symmetric"`` normalisation when needed. The model's ``backbone_weights_report``

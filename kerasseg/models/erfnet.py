@@ -36,13 +36,22 @@ ERFNET_LAYERS = (
 _BN_EPS = 1e-3
 
 
-def downsampler_block(x, filters: int, *, name: str, keras_module=None):
-    """Downsampler: concat(3×3 stride-2 conv with (filters - in) maps, 2×2 max-pool) → BN → ReLU."""
+def downsampler_block(x, filters: int, *, name: str, torch_padding: bool = False, keras_module=None):
+    """Downsampler: concat(3×3 stride-2 conv with (filters - in) maps, 2×2 max-pool) → BN → ReLU.
+
+    With ``torch_padding`` the convolution pads one pixel on every side (``{name}_pad``, then "valid"), as the
+    authors' ``padding=1`` does, instead of TensorFlow's "same", which pads after only.
+    """
     layers = resolve_keras(keras_module).layers
     in_ch = int(x.shape[-1])
     if filters <= in_ch:
         raise ValueError(f"Expected downsampler filters > input channels ({in_ch}). Received: filters={filters}")
-    conv = layers.Conv2D(filters - in_ch, 3, strides=2, padding="same", use_bias=True, name=f"{name}_conv")(x)
+    if torch_padding:
+        padded = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        conv = layers.Conv2D(filters - in_ch, 3, strides=2, padding="valid", use_bias=True,
+                             name=f"{name}_conv")(padded)
+    else:
+        conv = layers.Conv2D(filters - in_ch, 3, strides=2, padding="same", use_bias=True, name=f"{name}_conv")(x)
     pool = layers.MaxPooling2D(2, strides=2, name=f"{name}_pool")(x)
     x = layers.Concatenate(name=f"{name}_concat")([conv, pool])
     x = layers.BatchNormalization(epsilon=_BN_EPS, name=f"{name}_bn")(x)
@@ -74,17 +83,26 @@ def non_bottleneck_1d(x, dilation: int, dropout: float, *, name: str, keras_modu
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def upsampler_block(x, filters: int, *, name: str, keras_module=None):
-    """3×3 transposed convolution with stride 2 → BN → ReLU."""
+def upsampler_block(x, filters: int, *, name: str, torch_padding: bool = False, keras_module=None):
+    """3×3 transposed convolution with stride 2 → BN → ReLU.
+
+    The full transposed convolution of an ``n``-pixel input has ``2n + 1`` pixels; "same" keeps the first ``2n``,
+    the authors' ``padding=1, output_padding=1`` the last ``2n``. With ``torch_padding`` the layer keeps those
+    (``"valid"``, then ``{name}_crop`` drops the first row and column).
+    """
     layers = resolve_keras(keras_module).layers
-    x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=True, name=f"{name}_deconv")(x)
+    if torch_padding:
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="valid", use_bias=True, name=f"{name}_deconv")(x)
+        x = layers.Cropping2D(((1, 0), (1, 0)), name=f"{name}_crop")(x)
+    else:
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=True, name=f"{name}_deconv")(x)
     x = layers.BatchNormalization(epsilon=_BN_EPS, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_out")(x)
 
 
 @register_model("erfnet", paper="Romera et al., T-ITS 2017", normalization="imagenet")
 def erfnet(num_classes: int, input_shape=(512, 1024, 3), *, dropout: float = 0.3, early_dropout: float = 0.03,
-           name: str = "erfnet", keras_module=None):
+           torch_padding: bool = False, name: str = "erfnet", keras_module=None):
     """Builds ERFNet.
 
     Args:
@@ -93,6 +111,10 @@ def erfnet(num_classes: int, input_shape=(512, 1024, 3), *, dropout: float = 0.3
             downsamplers followed by three ×2 upsamplers).
         dropout: spatial dropout of the dilated 128-channel encoder blocks (0.3 in the paper's code).
         early_dropout: spatial dropout of the 64-channel encoder blocks (0.03).
+        torch_padding: pad the strided and transposed convolutions as the authors' PyTorch code does (one pixel
+            before and after) instead of TensorFlow's "same" (after only), so that their checkpoints compute the
+            same function (`kerasseg.load_pytorch_weights`); weights trained with one padding are off by a pixel
+            with the other.
         name: model name.
         keras_module: Keras module to build with (``keras`` by default, ``tf_keras`` for quantization-aware
             training).
@@ -104,6 +126,8 @@ def erfnet(num_classes: int, input_shape=(512, 1024, 3), *, dropout: float = 0.3
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
     input_shape = check_input_shape(input_shape, multiple_of=8)
+    if not isinstance(torch_padding, bool):
+        raise ValueError(f"Expected torch_padding to be True or False. Received: torch_padding={torch_padding!r}")
     for arg, value in (("dropout", dropout), ("early_dropout", early_dropout)):
         if not 0.0 <= float(value) < 1.0:
             raise ValueError(f"Expected {arg} in [0, 1). Received: {arg}={value!r}")
@@ -115,11 +139,11 @@ def erfnet(num_classes: int, input_shape=(512, 1024, 3), *, dropout: float = 0.3
     for i, (kind, filters, dilation, drop) in enumerate(ERFNET_LAYERS, start=1):
         prefix = f"layer{i:02d}"
         if kind == "down":
-            x = downsampler_block(x, filters, name=prefix, keras_module=keras)
+            x = downsampler_block(x, filters, name=prefix, torch_padding=torch_padding, keras_module=keras)
         elif kind == "nb":
             x = non_bottleneck_1d(x, dilation, rates[drop], name=prefix, keras_module=keras)
         elif kind == "up":
-            x = upsampler_block(x, filters, name=prefix, keras_module=keras)
+            x = upsampler_block(x, filters, name=prefix, torch_padding=torch_padding, keras_module=keras)
         else:
             x = keras.layers.Conv2DTranspose(num_classes, 2, strides=2, padding="valid", use_bias=True,
                                              name="logits")(x)
