@@ -170,7 +170,14 @@ def test_sidecar_contradicting_the_embedded_metadata(exports, tmp_path):
     copy.write_bytes(open(src, "rb").read())
     with open(os.path.splitext(src)[0] + ".json") as f:
         meta = json.load(f)
-    for field, value in (("num_classes", 4), ("input_shape", [32, 48, 3]), ("mean", [0.0, 0.0, 0.0])):
+    # Values the model itself refutes are named by the check of that description against the model.
+    for field, value in (("num_classes", 4), ("input_shape", [32, 48, 3])):
+        (tmp_path / "m.json").write_text(json.dumps(dict(meta, **{field: value})))
+        with pytest.raises(ValueError, match=rf"Expected {field}.* in '.*m\.json'.*Received: {field}="):
+            Segmenter(copy)
+    # Values the model cannot refute must agree with the embedded record.
+    names = [f"class {i}" for i in range(meta["num_classes"])]
+    for field, value in (("mean", [0.0, 0.0, 0.0]), ("class_names", names), ("ignore_label", 7)):
         (tmp_path / "m.json").write_text(json.dumps(dict(meta, **{field: value})))
         with pytest.raises(ValueError, match=rf"Expected the sidecar .* to agree with the metadata embedded in .*"
                                              rf"Received: {field}="):
