@@ -20,7 +20,7 @@ def _model():
 
 
 class _Stop(Exception):
-    pass
+    """Raised by a callback to end a run where a crash would."""
 
 
 def _interrupted_run(backup_dir, fingerprint, callbacks=()):

@@ -17,7 +17,7 @@ import numpy as np
 
 from kerasseg.evaluation.boundary import band_labels
 from kerasseg.evaluation.confusion import ConfusionMatrix, image_confusions, scores_from_confusion
-from kerasseg.evaluation.inference import DEFAULT_SCALES, MODES, _input_size, _pair, predict_logits
+from kerasseg.evaluation.inference import DEFAULT_SCALES, MODES, as_pair, predict_logits, tile_size
 from kerasseg.evaluation.progress import progress_bar
 
 __all__ = ["EvaluationResult", "evaluate"]
@@ -253,9 +253,9 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
                                        or boundary_width < 0):
         raise ValueError(f"Expected boundary_width to be a non-negative integer or None. Received: "
                          f"boundary_width={boundary_width!r}")
-    input_size = _input_size(predict_fn, input_size)
+    input_size = tile_size(predict_fn, input_size)
     if stride is not None:
-        stride = _pair(stride, "stride")
+        stride = as_pair(stride, "stride")
     kwargs = dict(input_size=input_size, mode=mode, scales=scales, flip=flip, stride=stride,
                   num_classes=num_classes, output=output, batch_size=batch_size, probabilities=refine is not None)
     confusion = ConfusionMatrix(num_classes, ignore_label)

@@ -103,7 +103,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _pair(value, arg: str) -> tuple[int, int]:
+def as_pair(value, arg: str) -> tuple[int, int]:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value, value)
     try:
@@ -220,14 +220,14 @@ def _check_image(image, predict_fn) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def _input_size(predict_fn, input_size) -> tuple[int, int]:
+def tile_size(predict_fn, input_size) -> tuple[int, int]:
     if input_size is None:
         shape = getattr(predict_fn, "input_shape", None)
         if shape is None or len(shape) != 3 or shape[0] is None or shape[1] is None:
             raise ValueError(f"Expected input_size (the model's static (height, width)): predict_fn has no static "
                              f"input_shape. Received: input_size=None, predict_fn.input_shape={shape}")
         input_size = shape[:2]
-    return _pair(input_size, "input_size")
+    return as_pair(input_size, "input_size")
 
 
 def predict_logits(predict_fn: Callable, image, *, input_size=None, mode: str = "whole",
@@ -271,10 +271,10 @@ def predict_logits(predict_fn: Callable, image, *, input_size=None, mode: str = 
                                     or int(num_classes) < 1):
         raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
     image = _check_image(image, predict_fn)
-    tile = _input_size(predict_fn, input_size)
+    tile = tile_size(predict_fn, input_size)
     if stride is None:
         stride = (math.ceil(tile[0] * 2 / 3), math.ceil(tile[1] * 2 / 3))
-    stride = _pair(stride, "stride")
+    stride = as_pair(stride, "stride")
     if stride[0] > tile[0] or stride[1] > tile[1]:
         raise ValueError(f"Expected a stride no larger than the tile {tile}, so that the windows cover the image. "
                          f"Received: stride={stride}")

@@ -541,10 +541,10 @@ def check(model, target: str = "gpu", *, toolchain: bool = True, run: bool = Fal
         FileNotFoundError: a missing file.
         kerasseg.export.gpu.GpuUnavailableError: target ``gpu`` and no Vulkan adapter could be created.
     """
-    from kerasseg.export.tflite import _check_choice, _model_bytes
+    from kerasseg.export.tflite import check_choice, model_bytes
 
-    target = _check_choice("target", target, TARGETS)
-    data = _model_bytes(model)
+    target = check_choice("target", target, TARGETS)
+    data = model_bytes(model)
     source = "<bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else os.fspath(model)
     schema, subgraphs = _read(data)
 

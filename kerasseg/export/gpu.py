@@ -180,9 +180,9 @@ def gpu_compile(model, *, run: bool = False, run_input=None, enforce_f32: bool =
     """
     from importlib.metadata import version
 
-    from kerasseg.export.tflite import _model_bytes, io_details
+    from kerasseg.export.tflite import model_bytes, io_details
 
-    data = _model_bytes(model)
+    data = model_bytes(model)
     if run and run_input is not None:
         details = io_details(data)
         run_input = np.asarray(run_input)

@@ -68,16 +68,16 @@ def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits"
     """
     import tensorflow as tf
 
-    from kerasseg.export.tflite import _check_choice, _static_input_shape, with_head
+    from kerasseg.export.tflite import check_choice, static_input_shape, with_head
 
     if not isinstance(opset, (int, np.integer)) or isinstance(opset, bool) or int(opset) not in OPSETS:
         raise ValueError(f"Expected opset to be an integer in {OPSETS[0]}..{OPSETS[-1]}. Received: opset={opset!r}")
-    output = _check_choice("output", output, ("logits", "probabilities", "labels"))
-    mode = _check_choice("mode", mode, MODES)
+    output = check_choice("output", output, ("logits", "probabilities", "labels"))
+    mode = check_choice("mode", mode, MODES)
     if mode == "int8" and representative_data is None:
         raise ValueError("Expected representative_data (normalised float images) for mode='int8': static "
                          "quantisation calibrates activation ranges on them. Received: representative_data=None")
-    shape = _static_input_shape(model)
+    shape = static_input_shape(model)
     exported = with_head(model, output, label_dtype=label_dtype, host_upsample=host_upsample)
 
     @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="image")])

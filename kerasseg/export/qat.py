@@ -465,11 +465,11 @@ def calibrate_ranges(qat_model, float_model, representative_data, num_calibratio
     Returns:
         The number of range variables set.
     """
-    from kerasseg.export.tflite import _calibration_samples, _static_input_shape
+    from kerasseg.export.tflite import calibration_samples, static_input_shape
 
     tf_keras = _tf_keras()
-    shape = _static_input_shape(float_model)
-    images = np.concatenate([s[0] for s in _calibration_samples(representative_data, int(num_calibration_samples),
+    shape = static_input_shape(float_model)
+    images = np.concatenate([s[0] for s in calibration_samples(representative_data, int(num_calibration_samples),
                                                                  shape, False)])
     layers = [layer for layer in float_model.layers if not isinstance(layer, tf_keras.layers.InputLayer)]
     # The output of each layer's call in this model (a reused layer also keeps its calls in older graphs).
@@ -537,14 +537,14 @@ def qat_to_tflite_bytes(qat_model, *, representative_data=None, num_calibration_
     """
     import tensorflow as tf
 
-    from kerasseg.export.tflite import _calibration_samples, _static_input_shape, custom_ops, float_tensors
+    from kerasseg.export.tflite import calibration_samples, static_input_shape, custom_ops, float_tensors
 
     if not _is_tf_keras_model(qat_model) or not any("quant" in type(l).__name__.lower() for l in qat_model.layers):
         raise ValueError(f"Expected a quantization-aware tf_keras model from quantize_aware(). "
                          f"Received: qat_model={getattr(qat_model, 'name', qat_model)!r}")
     if io_dtype not in ("int8", "uint8"):
         raise ValueError(f"Expected io_dtype to be one of ['int8', 'uint8']. Received: io_dtype={io_dtype!r}")
-    shape = _static_input_shape(qat_model)
+    shape = static_input_shape(qat_model)
 
     @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="image")])
     def serve(image):
@@ -564,7 +564,7 @@ def qat_to_tflite_bytes(qat_model, *, representative_data=None, num_calibration_
     converter.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
     converter.inference_output_type = converter.inference_input_type
     if representative_data is not None:
-        samples = list(_calibration_samples(representative_data, int(num_calibration_samples), shape, False))
+        samples = list(calibration_samples(representative_data, int(num_calibration_samples), shape, False))
         converter.representative_dataset = lambda: iter(samples)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")

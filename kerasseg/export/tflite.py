@@ -89,7 +89,7 @@ LABEL_DTYPES = ("int32", "uint8")
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
 
-def _check_choice(arg: str, value, choices) -> str:
+def check_choice(arg: str, value, choices) -> str:
     # Exact membership only: "int" must not silently mean "int8".
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"Expected {arg} to be one of {list(choices)}. Received: {arg}={value!r}")
@@ -118,7 +118,7 @@ def read_sidecar(path) -> ModelMetadata:
 # Inspecting converted models
 # --------------------------------------------------------------------------------------------------------------
 
-def _model_bytes(model) -> bytes:
+def model_bytes(model) -> bytes:
     """The flatbuffer of ``model``: a path to a .tflite file, or its bytes."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
@@ -176,19 +176,19 @@ def tflite_ops(model) -> dict[str, int]:
         code (Flex operators are ``"Flex<TfOpName>"``).
     """
     counts: dict[str, int] = {}
-    for name, _ in _walk_operators(_model_bytes(model)):
+    for name, _ in _walk_operators(model_bytes(model)):
         counts[name] = counts.get(name, 0) + 1
     return counts
 
 
 def custom_ops(model) -> list[str]:
     """Sorted names of the non-builtin operators of a TFLite model (Flex ``Flex*`` and custom ones)."""
-    return sorted({name for name, is_custom in _walk_operators(_model_bytes(model)) if is_custom})
+    return sorted({name for name, is_custom in _walk_operators(model_bytes(model)) if is_custom})
 
 
 def float_tensors(model) -> list[str]:
     """Names of the floating-point tensors of a TFLite model (all subgraphs), e.g. what int8 export left in float."""
-    data = _model_bytes(model)
+    data = model_bytes(model)
     schema = _schema()
     type_names = _enum_names(schema.TensorType)
     root = schema.Model.GetRootAs(data, 0)
@@ -214,7 +214,7 @@ def io_details(model) -> dict:
         dict with ``input_dtype``, ``output_dtype`` (numpy dtype names), ``input_shape``, ``output_shape`` and
         ``input_quantization`` / ``output_quantization`` as ``[scale, zero_point]`` or ``None`` for float tensors.
     """
-    interpreter = _interpreter(_model_bytes(model))
+    interpreter = _interpreter(model_bytes(model))
     inp, out = _single_io(interpreter)
     return {
         "input_dtype": np.dtype(inp["dtype"]).name,
@@ -246,7 +246,7 @@ def _single_io(interpreter):
 # Conversion
 # --------------------------------------------------------------------------------------------------------------
 
-def _static_input_shape(model) -> tuple[int, int, int]:
+def static_input_shape(model) -> tuple[int, int, int]:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"Expected a model with one input and one output. Received: model {model.name!r} with "
                          f"{len(model.inputs)} inputs and {len(model.outputs)} outputs")
@@ -323,9 +323,6 @@ def calibration_samples(data, count: int, shape: tuple[int, int, int], verbose: 
               f"num_calibration_samples={count}", file=sys.stderr)
 
 
-_calibration_samples = calibration_samples  # the name kerasseg.export.qat imports
-
-
 def _output_layer(model):
     """The layer that produces ``model``'s (single) output."""
     # Keras 3 records the producing operation of every symbolic tensor in its history.
@@ -375,8 +372,8 @@ def with_head(model, output: str = "logits", *, label_dtype: str = "int32", host
 
     from kerasseg.layers.argmax import ArgMax
 
-    output = _check_choice("output", output, OUTPUT_HEADS)
-    label_dtype = _check_choice("label_dtype", label_dtype, LABEL_DTYPES)
+    output = check_choice("output", output, OUTPUT_HEADS)
+    label_dtype = check_choice("label_dtype", label_dtype, LABEL_DTYPES)
     if not isinstance(host_upsample, bool):
         raise ValueError(f"Expected host_upsample to be True or False. Received: host_upsample={host_upsample!r}")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -443,7 +440,7 @@ def _check_quantization_options(mode: str, io_dtype, per_channel) -> None:
 def _io_dtype(io_dtype, input_format: str) -> str:
     if io_dtype is None:
         return "uint8" if input_format == "pixels" else "int8"
-    io_dtype = _check_choice("io_dtype", io_dtype, IO_DTYPES)
+    io_dtype = check_choice("io_dtype", io_dtype, IO_DTYPES)
     if input_format == "pixels" and io_dtype != "uint8":
         raise ValueError(f"Expected io_dtype='uint8' (or None) with input_format='pixels': camera pixels are 0..255. "
                          f"Received: io_dtype={io_dtype!r}")
@@ -497,15 +494,15 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
     from kerasseg.layers.unpooling import integer_unpooling
 
     model = resolve_model(model)
-    mode = _check_choice("mode", mode, MODES)
-    output = _check_choice("output", output, OUTPUT_HEADS)
-    input_format = _check_choice("input_format", input_format, INPUT_FORMATS)
+    mode = check_choice("mode", mode, MODES)
+    output = check_choice("output", output, OUTPUT_HEADS)
+    input_format = check_choice("input_format", input_format, INPUT_FORMATS)
     _check_quantization_options(mode, io_dtype, per_channel)
     if mode != "int16x8":  # int16x8 input is int16 whatever the format
         io_dtype = _io_dtype(io_dtype, input_format)
     meta = export_metadata(model, metadata)
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
-    shape = _static_input_shape(model)
+    shape = static_input_shape(model)
     if input_format == "pixels" and not shape[-1] == len(mean) == len(std) == 3:
         raise ValueError(f"Expected an RGB model input (3 channels, 3-value mean and std) for input_format='pixels'; "
                          f"other inputs take input_format='normalized'. Received: input shape {shape}, mean "
@@ -593,7 +590,7 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
     if target is not None:
         from kerasseg.export.check import TARGETS
 
-        target = _check_choice("target", target, TARGETS)
+        target = check_choice("target", target, TARGETS)
     converter = tflite_converter(model, mode, representative_data=representative_data,
                                  num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
                                  label_dtype=label_dtype, host_upsample=host_upsample, per_channel=per_channel,
@@ -802,7 +799,7 @@ class TFLiteModel:
         self._pixels = None
         if self.input_format == "pixels":
             self._pixels = (np.asarray(metadata.mean, np.float32), np.asarray(metadata.std, np.float32))
-        self.interpreter = _interpreter(_model_bytes(model), num_threads)
+        self.interpreter = _interpreter(model_bytes(model), num_threads)
         self._input, self._output = _single_io(self.interpreter)
         shape = tuple(int(d) for d in self._input["shape"])
         if len(shape) != 4 or shape[0] != 1:
@@ -915,7 +912,7 @@ def export_verified(model, path, mode: str = "fp32", *, eval_data, representativ
     if not path.endswith(".tflite"):
         raise ValueError(f"Expected a path ending in '.tflite'. Received: path={path!r}")
     model = resolve_model(model)
-    mode = _check_choice("mode", mode, MODES)
+    mode = check_choice("mode", mode, MODES)
     if isinstance(_output_layer(model), ArgMax):
         raise ValueError(f"Expected a logits model to verify the export against. Received: model {model.name!r}, "
                          f"which ends in an ArgMax label head; export its logits model with output='labels'")

@@ -228,9 +228,9 @@ def vela_compile(model, accelerator: str = "ethos-u85-256", *, system_config: st
         ValueError: an unknown accelerator or a negative budget.
         ModuleNotFoundError: Vela is not installed.
     """
-    from kerasseg.export.tflite import _check_choice, _model_bytes
+    from kerasseg.export.tflite import check_choice, model_bytes
 
-    accelerator = _check_choice("accelerator", accelerator, ETHOS_U_TARGETS)
+    accelerator = check_choice("accelerator", accelerator, ETHOS_U_TARGETS)
     if sram_budget is not None and (isinstance(sram_budget, bool) or not isinstance(sram_budget, int)
                                     or sram_budget <= 0):
         raise ValueError(f"Expected sram_budget to be a positive number of bytes or None. "
@@ -238,7 +238,7 @@ def vela_compile(model, accelerator: str = "ethos-u85-256", *, system_config: st
     default_config, default_mode = DEFAULT_SYSTEM_CONFIGS[_family(accelerator)]
     system_config = system_config or default_config
     memory_mode = memory_mode or default_mode
-    data = _model_bytes(model)
+    data = model_bytes(model)
     config = _config_file()
     version = vela_version()
     with tempfile.TemporaryDirectory(prefix="kerasseg-vela-") as folder:
