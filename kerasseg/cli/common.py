@@ -20,8 +20,8 @@ from kerasseg.training import parse_size
 
 __all__ = ["tool_parser", "parse_image_size", "image_size", "size_option", "at_least", "add_model_file",
            "add_dataset", "add_data_dir", "add_num_calibration", "add_output_head", "add_host_upsample",
-           "add_threads", "add_json", "write_json", "write_text", "report_errors", "checkout_root",
-           "import_device_runtime"]
+           "add_threads", "add_json", "write_json", "write_text", "report_errors", "model_metadata",
+           "checkout_root", "import_device_runtime"]
 
 
 def tool_parser(doc: str, **kwargs) -> argparse.ArgumentParser:
@@ -157,6 +157,20 @@ def report_errors(run, args, errors: tuple) -> int:
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+# ----------------------------------------------------------------------------------------------------------- models
+
+def model_metadata(model, path: str):
+    """The `kerasseg.preprocessing.ModelMetadata` a saved model carries, or, for a ``.keras`` file saved without
+    kerasseg, the defaults (ImageNet normalisation) with a warning on stderr naming ``path``."""
+    from kerasseg.preprocessing import ModelMetadata
+
+    metadata = getattr(model, "kerasseg_metadata", None)
+    if metadata is None:
+        print(f"warning: {path} carries no kerasseg metadata; assuming ImageNet normalisation", file=sys.stderr)
+        metadata = ModelMetadata.for_model(model, "unknown")
+    return metadata
 
 
 # ------------------------------------------------------------------------------------------------- device runtime

@@ -176,7 +176,7 @@ def _real_frame(args, out: str) -> None:
         print("\n  real frame: none at hand (pass --real-frame FILE); skipped the pretrained erfnet_camvid step")
         return
     if not os.path.isfile(frame):
-        raise SystemExit(f"--real-frame: expected an image file. Received: {frame!r} (not found)")
+        raise SystemExit(f"--real-frame: Expected an image file. Received: {frame!r} (not found)")
     seg = runtime.Segmenter(kerasseg.pretrained_files("erfnet_camvid")["tflite_int8"], num_threads=args.threads)
     image = np.asarray(Image.open(frame).convert("RGB"))
     labels = seg.predict(image)

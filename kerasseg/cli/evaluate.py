@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from kerasseg.cli.common import (add_data_dir, add_dataset, add_model_file, report_errors, size_option,
-                                 tool_parser)
+from kerasseg.cli.common import (add_data_dir, add_dataset, add_model_file, model_metadata, report_errors,
+                                 size_option, tool_parser)
 from kerasseg.evaluation import MODES, DenseCRFMissingError, add_crf_arguments, crf_from_arguments
 
 
@@ -57,19 +56,14 @@ def run(args) -> int:
     import kerasseg
     from kerasseg import data as ksdata
     from kerasseg.evaluation import DEFAULT_SCALES, evaluate, format_table, keras_predict_fn, write_report
-    from kerasseg.preprocessing import ModelMetadata
 
     crf = crf_from_arguments(args)
 
     stride = size_option(args.stride, "--stride", square=True)
     input_size = size_option(args.input_size, "--input-size", square=True)
     model = kerasseg.load_model(args.model)
-    metadata = getattr(model, "kerasseg_metadata", None)
+    metadata = model_metadata(model, args.model)
     num_classes = int(model.outputs[0].shape[-1])
-    if metadata is None:
-        print(f"warning: {args.model} carries no kerasseg metadata; assuming ImageNet normalisation",
-              file=sys.stderr)
-        metadata = ModelMetadata.for_model(model, "unknown")
 
     root = args.data_dir
     generation = {}

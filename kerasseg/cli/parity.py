@@ -7,9 +7,10 @@ Example::
         --variants fp32,fp16,dynamic,int8,onnx --threads 2 --output-dir runs/parity
 
 The table gives each runtime's mIoU, its difference to Keras (in mIoU points) against the variant's bound (fp32 and
-ONNX 0.01, fp16 0.1, dynamic and int8 1.0, the ``--qat`` int8 file may lose 0.5 at most), the largest per-class IoU difference, the pixel agreement with Keras, the
-largest logit difference, the file size and the latency of one image (median and 90th percentile) with the speed-up
-over Keras, followed by the per-class IoU differences. Int8 calibration images come from the train split.
+ONNX 0.01, fp16 0.1, dynamic and int8 1.0, the ``--qat`` int8 file may lose 0.5 at most), the largest per-class IoU
+difference, the pixel agreement with Keras, the largest logit difference, the file size and the latency of one image
+(median and 90th percentile) with the speed-up over Keras, followed by the per-class IoU differences. Int8
+calibration images come from the train split.
 Exit status: 0 every variant within its bound, 1 some variant outside it, 2 bad arguments or input.
 """
 

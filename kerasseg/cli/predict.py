@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from kerasseg.cli.common import add_model_file, report_errors, size_option, tool_parser
+from kerasseg.cli.common import add_model_file, model_metadata, report_errors, size_option, tool_parser
 from kerasseg.evaluation import MODES, DenseCRFMissingError, add_crf_arguments, crf_from_arguments
 
 
@@ -136,15 +135,11 @@ def run(args) -> int:
 
     import kerasseg
     from kerasseg.evaluation import keras_predict_fn, predict_logits
-    from kerasseg.preprocessing import ModelMetadata, normalize_np
+    from kerasseg.preprocessing import normalize_np
     from kerasseg.visualize import colorize, label_image, overlay, resolve_palette, save_image
 
     model = kerasseg.load_model(args.model)
-    metadata = getattr(model, "kerasseg_metadata", None)
-    if metadata is None:
-        print(f"warning: {args.model} carries no kerasseg metadata; assuming ImageNet normalisation",
-              file=sys.stderr)
-        metadata = ModelMetadata.for_model(model, "unknown")
+    metadata = model_metadata(model, args.model)
     num_classes = int(model.outputs[0].shape[-1])
     palette = resolve_palette(metadata.palette, num_classes)
     predict_fn = keras_predict_fn(model)

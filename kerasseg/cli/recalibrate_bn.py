@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 import os
 
-from kerasseg.cli.common import add_data_dir, add_dataset, add_model_file, tool_parser
+from kerasseg.cli.common import add_data_dir, add_dataset, add_model_file, at_least, tool_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(p)
     p.add_argument("--output", required=True, help="destination .keras file (may equal the input)")
     p.add_argument("--split", default="train", help="split whose images give the statistics")
-    p.add_argument("--batches", type=int, default=None, help="batches to use (default: the whole split once)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batches", type=at_least(1), default=None, help="batches to use (default: the whole split once)")
+    p.add_argument("--batch-size", type=at_least(1), default=8)
     p.add_argument("--augment", action="store_true", help="apply the training augmentation to the images")
     p.add_argument("--evaluate", action="store_true", help="score the validation split before and after")
     p.add_argument("--eval-split", default="val")
@@ -46,14 +46,6 @@ def run(args) -> dict:
     from kerasseg.saving import load_model, save_model
     from kerasseg.training import recalibrate_batch_norm
 
-    if not args.output.endswith(".keras"):
-        raise SystemExit(f"--output: expected a path ending in '.keras'. Received: {args.output!r}")
-    for arg in ("batches", "batch_size"):
-        value = getattr(args, arg)
-        if value is not None and value < 1:
-            raise SystemExit(f"--{arg.replace('_', '-')}: expected a positive integer. Received: {value}")
-    if not os.path.isfile(args.model):
-        raise SystemExit(f"model: expected an existing .keras file. Received: {args.model!r}")
     model = load_model(args.model)
     meta, _, eval_data = export_data(model, args.dataset, args.data_dir, calibration=False,
                                      eval_split=args.eval_split)
@@ -79,14 +71,22 @@ def run(args) -> dict:
     return report
 
 
+def summary(report: dict) -> str:
+    """One line of a `run` report: the layers, the images, the largest shift and the mIoU before and after."""
+    scores = (f"; validation mIoU {100 * report['miou_before']:.2f} -> {100 * report['miou_after']:.2f}"
+              if "miou_after" in report else "")
+    return (f"recalibrated {report['layers']} batch norms on {report['images']} {report['split']} images "
+            f"(largest mean shift {report['max_mean_shift']:.2f} standard deviations){scores}")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    report = run(args)
-    line = (f"recalibrated {report['layers']} batch norms on {report['images']} {report['split']} images "
-            f"(largest mean shift {report['max_mean_shift']:.2f} standard deviations)")
-    if "miou_after" in report:
-        line += (f"; validation mIoU {100 * report['miou_before']:.2f} -> {100 * report['miou_after']:.2f}")
-    print(f"{line}; wrote {args.output}")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.output.endswith(".keras"):
+        parser.error(f"Expected --output to end in '.keras'. Received: --output={args.output!r}")
+    if not os.path.isfile(args.model):
+        parser.error(f"Expected an existing .keras file. Received: model={args.model!r}")
+    print(f"{summary(run(args))}; wrote {args.output}")
     return 0
 
 

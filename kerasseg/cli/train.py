@@ -107,7 +107,7 @@ def resolve_config(argv=None):
         try:
             given["model_kwargs"] = json.loads(given["model_kwargs"])
         except json.JSONDecodeError as e:
-            raise SystemExit(f"--model-kwargs: expected a JSON object. Received: {given['model_kwargs']!r} ({e})")
+            raise SystemExit(f"--model-kwargs: Expected a JSON object. Received: {given['model_kwargs']!r} ({e})")
     values.update(given)
     try:
         return config_from_dict(values, source=args.config or "the command line").validate()
