@@ -117,4 +117,3 @@ def test_choices_come_from_the_package():
                        ("package_pretrained", "--dataset"), ("recalibrate_bn", "--dataset"),
                        ("verify_dataset", "--format"), ("visualize_dataset", "--format")]:
         assert tuple(_choices(parser(name), flag)) == DATASET_FORMATS, name
-

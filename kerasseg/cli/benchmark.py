@@ -39,6 +39,7 @@ from kerasseg.cli.common import (add_json, add_num_calibration, add_threads, at_
 from kerasseg.data import DATASET_FORMATS
 from kerasseg.export import MODES
 
+
 def _write_benchmark_scenes(folder: str, count: int, height: int, width: int) -> str:
     """Writes ``count`` synthetic street scenes of ``height x width`` in the folder layout (a Cityscapes-sized
     stand-in when no dataset is given)."""
