@@ -346,7 +346,8 @@ def _add_export_parser(subparsers) -> None:
     e = subparsers.add_parser("export", help="build a model and export it to every runtime of the latency table")
     e.add_argument("--model", default="erfnet", help="registry name (default erfnet)")
     e.add_argument("--num-classes", type=at_least(1), default=19)
-    e.add_argument("--input-size", type=image_size, default=(512, 1024), help="HEIGHTxWIDTH (default 512x1024)")
+    e.add_argument("--input-size", type=image_size("--input-size"), default=(512, 1024),
+                   help="HEIGHTxWIDTH (default 512x1024)")
     e.add_argument("--output-dir", required=True)
     e.add_argument("--modes", default="fp32,fp16,int8", help="TFLite modes (default fp32,fp16,int8)")
     e.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")

@@ -31,42 +31,49 @@ def tool_parser(doc: str, **kwargs) -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------------------------------ sizes
 
-def parse_image_size(text, *, square: bool = False) -> tuple[int, int]:
+def parse_image_size(text, *, square: bool = False, name: str = "") -> tuple[int, int]:
     """``(height, width)`` of ``"HEIGHTxWIDTH"``, or with ``square`` also of a single ``"N"`` (``NxN``).
 
-    The HEIGHTxWIDTH form is `kerasseg.training.parse_size`'s, which the sizes of a training config go through too.
+    The HEIGHTxWIDTH form is read by `kerasseg.training.parse_size`, as the sizes of a training config are.
+
+    Args:
+        text: the size as given.
+        square: also accept a single positive integer.
+        name: the option the size was given to (e.g. ``"--stride"``), named in the error.
 
     Raises:
         ValueError: any other text, or a size below 1.
     """
     text = str(text).strip()
-    if square and text.isdigit():
-        side = int(text)
-        if side < 1:
-            raise ValueError(f"Expected a positive size, N or HEIGHTxWIDTH. Received: {text!r}")
-        return side, side
-    return parse_size(text)
-
-
-def image_size(text: str) -> tuple[int, int]:
-    """argparse ``type`` of a HEIGHTxWIDTH option: `parse_image_size`, a bad value reported as a usage error."""
     try:
-        return parse_image_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        if not (square and text.isdigit()):
+            return parse_size(text)
+        if int(text) >= 1:
+            return int(text), int(text)
+    except ValueError:
+        pass
+    form = "N or HEIGHTxWIDTH" if square else "HEIGHTxWIDTH"
+    received = f"{name} {text!r}" if name else repr(text)
+    raise ValueError(f"Expected a positive size as {form}, e.g. 128x256. Received: {received}")
+
+
+def image_size(flag: str):
+    """argparse ``type`` of the HEIGHTxWIDTH option ``flag``: `parse_image_size`, a bad value a usage error."""
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            return parse_image_size(text, name=flag)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def size_option(value, flag: str, *, square: bool = False):
-    """`parse_image_size` of an option parsed after argparse (``None`` stays ``None``), its error naming ``flag``.
+    """`parse_image_size` of an option read after argparse (``None`` stays ``None``).
 
     For tools that report a bad size like their other bad input (exit status 2 from ``main``, not a usage error).
     """
-    if value is None:
-        return None
-    try:
-        return parse_image_size(value, square=square)
-    except ValueError as e:
-        raise ValueError(f"{flag}: {e}") from None
+    return None if value is None else parse_image_size(value, square=square, name=flag)
 
 
 def at_least(low: int, kind=int):

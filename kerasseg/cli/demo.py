@@ -31,7 +31,7 @@ from kerasseg.cli.common import add_threads, checkout_root, image_size, import_d
 def build_parser() -> argparse.ArgumentParser:
     p = tool_parser(__doc__)
     p.add_argument("--output-dir", default="runs/demo")
-    p.add_argument("--input-size", type=image_size, default="128x256")
+    p.add_argument("--input-size", type=image_size("--input-size"), default="128x256")
     p.add_argument("--num-train", type=int, default=300)
     p.add_argument("--num-val", type=int, default=60)
     p.add_argument("--epochs", type=int, default=30)

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=MODELS, help="architecture of the checkpoint")
     p.add_argument("--num-classes", type=at_least(1), required=True,
                    help="classes of the model to build (20 for the authors' Cityscapes checkpoint)")
-    p.add_argument("--input-size", type=image_size, default="512x1024",
+    p.add_argument("--input-size", type=image_size("--input-size"), default="512x1024",
                    help="HEIGHTxWIDTH of the model's input (multiple of 8); default 512x1024, the authors' "
                         "evaluation size")
     p.add_argument("--skip-classifier", action="store_true",

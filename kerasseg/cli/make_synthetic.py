@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="dataset folder to write")
     p.add_argument("--num-train", type=int, default=300, help="training scenes (default 300)")
     p.add_argument("--num-val", type=int, default=60, help="validation scenes (default 60)")
-    p.add_argument("--size", type=image_size, default=(128, 256), help="HEIGHTxWIDTH (default 128x256)")
+    p.add_argument("--size", type=image_size("--size"), default=(128, 256),
+                   help="HEIGHTxWIDTH (default 128x256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, different dataset")
     return p

@@ -44,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="registry name (see kerasseg.list_models()); default erfnet")
     p.add_argument("--dataset", choices=DATASET_FORMATS, help="dataset format; default synthetic")
     p.add_argument("--data-dir", help="dataset root (generated there for 'synthetic'); default runs/synthetic")
-    p.add_argument("--input-size", type=image_size,
+    p.add_argument("--input-size", type=image_size("--input-size"),
                    help="HEIGHTxWIDTH of the saved model's input and of the validation images (and of the training "
                         "crops without --crop-size); default 128x256")
-    p.add_argument("--crop-size", type=image_size,
+    p.add_argument("--crop-size", type=image_size("--crop-size"),
                    help="HEIGHTxWIDTH of the training crops when smaller than --input-size (the model is validated "
                         "and saved at --input-size); default: --input-size")
     p.add_argument("--scale-range", type=_pair_of_floats,

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=at_least(1), default=6, help="number of examples (default 6)")
     p.add_argument("--columns", type=int, default=2, help="examples per row (default 2)")
     p.add_argument("--augment", action="store_true", help="draw after the training augmentation")
-    p.add_argument("--crop-size", type=image_size, help="HEIGHTxWIDTH crop (random with --augment)")
+    p.add_argument("--crop-size", type=image_size("--crop-size"),
+                   help="HEIGHTxWIDTH crop (random with --augment)")
     p.add_argument("--scale", type=float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"),
                    help="random scale range with --augment (default 0.5 2.0)")
     p.add_argument("--seed", type=int, default=0, help="augmentation / shuffle seed (default 0)")
