@@ -51,7 +51,7 @@ def parse_image_size(text, *, square: bool = False, name: str = "") -> tuple[int
         if int(text) >= 1:
             return int(text), int(text)
     except ValueError:
-        pass
+        pass  # one message for every way a size can be wrong, naming the option parse_size does not know
     form = "N or HEIGHTxWIDTH" if square else "HEIGHTxWIDTH"
     received = f"{name} {text!r}" if name else repr(text)
     raise ValueError(f"Expected a positive size as {form}, e.g. 128x256. Received: {received}")
