@@ -209,7 +209,7 @@ def test_export_with_a_target_refuses_and_writes_nothing(erfnet, tmp_path):
 
 
 def test_check_cli(converted, tmp_path, capsys):
-    from tools import check_tflite
+    from kerasseg.cli import check_tflite
 
     good, bad = tmp_path / "good.tflite", tmp_path / "labels.tflite"
     good.write_bytes(converted["int8"])

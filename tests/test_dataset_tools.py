@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kerasseg.cli import verify_dataset as verify_tool
+from kerasseg.cli import visualize_dataset as visualize_tool
 from kerasseg.data.verify import verify_dataset
 from kerasseg.visualize import dataset_grid
 from tests import dataset_fixtures as fx
-from tools import verify_dataset as verify_tool
-from tools import visualize_dataset as visualize_tool
 
 
 def test_verify_counts_and_histogram(tmp_path, capsys):
@@ -84,7 +84,7 @@ def test_visualize_tool_writes_png(tmp_path, capsys):
 
 
 def test_benchmark_data_prints_figures(capsys, monkeypatch):
-    from tools import benchmark
+    from kerasseg.cli import benchmark
 
     # The train step itself is Keras' train_on_batch (covered by the training tests); a fixed figure keeps this
     # test to the pipeline timing, the printing and the ratio.

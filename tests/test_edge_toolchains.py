@@ -96,7 +96,7 @@ def test_export_refuses_what_the_npu_leaves_to_the_cpu(tmp_path):
 # leaves; the tool's parts (check, the GPU and Vela reports) are tested above.
 @pytest.mark.heavy
 def test_deploy_report_writes_the_table(tmp_path, capsys):
-    from tools import deploy_report
+    from kerasseg.cli import deploy_report
 
     assert deploy_report.main(["--model", "erfnet@32x64", "--num-classes", "3", "--output-dir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "deploy_report.json").read_text())

@@ -382,7 +382,7 @@ def _write_folder_dataset(root):
 
 
 def test_export_cli(tmp_path, capsys):
-    from tools import export_tflite
+    from kerasseg.cli import export_tflite
 
     keras.utils.set_random_seed(2)
     model = kerasseg.build_model("erfnet", NUM_CLASSES, input_shape=(H, W, 3))

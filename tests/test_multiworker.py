@@ -213,7 +213,7 @@ def test_multiworker_is_a_known_strategy_that_needs_tf_config(monkeypatch):
 
 
 def test_train_tool_reports_a_missing_tf_config(monkeypatch):
-    from tools.train import resolve_config
+    from kerasseg.cli.train import resolve_config
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(SystemExit, match="train.py: Expected the TF_CONFIG environment variable"):

@@ -145,7 +145,7 @@ def test_segnet_unpooling_converts(tmp_path):
 
 
 def test_export_onnx_cli(tmp_path, capsys):
-    from tools import export_onnx
+    from kerasseg.cli import export_onnx
 
     keras.utils.set_random_seed(10)
     model = kerasseg.build_model("erfnet", 3, input_shape=(H, W, 3))

@@ -190,7 +190,7 @@ def test_bad_arguments(colours):
 
 @pytest.mark.slow
 def test_parity_cli_on_the_synthetic_dataset(synthetic_root, tmp_path, capsys):
-    from tools import parity as parity_tool
+    from kerasseg.cli import parity as parity_tool
 
     keras.utils.set_random_seed(3)
     model = kerasseg.build_model("erfnet", 8, input_shape=(64, 128, 3))
@@ -209,7 +209,7 @@ def test_parity_cli_on_the_synthetic_dataset(synthetic_root, tmp_path, capsys):
 
 
 def test_parity_cli_argument_errors(tmp_path):
-    from tools import parity as parity_tool
+    from kerasseg.cli import parity as parity_tool
 
     with pytest.raises(SystemExit):
         parity_tool.main([str(tmp_path / "m.keras"), "--variants", "fp32,bogus"])
@@ -220,7 +220,7 @@ def test_parity_cli_argument_errors(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_export_and_latency_table(tmp_path, capsys):
-    from tools import benchmark
+    from kerasseg.cli import benchmark
 
     folder = tmp_path / "bench"
     assert benchmark.main(["export", "--model", "erfnet", "--num-classes", "3", "--input-size", "32x64",

@@ -176,13 +176,9 @@ def test_erfnet_checkpoint_errors(erfnet_golden):
 
 
 def _import_tool():
-    import importlib.util
+    from kerasseg.cli import import_pytorch
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("import_pytorch", os.path.join(root, "tools", "import_pytorch.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_pytorch
 
 
 def test_import_tool_writes_a_cityscapes_model_from_an_authors_checkpoint(tmp_path, capsys):

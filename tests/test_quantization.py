@@ -188,8 +188,8 @@ def test_parity_rows_for_the_quantised_variants(trained, tmp_path):
 
 
 def test_tools_quant_report_and_int8_onnx(trained, synthetic_root, tmp_path):
-    from tools import export_onnx, export_tflite
-    from tools import quant_report as tool
+    from kerasseg.cli import export_onnx, export_tflite
+    from kerasseg.cli import quant_report as tool
 
     model, _ = trained
     keras_path = str(tmp_path / "blocks.keras")

@@ -24,10 +24,11 @@ from tests.saved_weights import saved_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Runs tools/train.py unchanged, with a small registered model (tracing ERFNet takes most of a minute on a loaded
-# 2-core machine). KILL_AT names a point where the process announces itself through KILL_FLAG and stalls, so that the
-# test can SIGKILL it there: "train:E:B" after batch B of epoch E (0-based), "val:E" in the validation of epoch E,
-# "replace:NAME:E" just before a file NAME written in epoch E is renamed into place (its temporary file complete).
+# Runs the train tool (kerasseg.cli.train) unchanged, with a small registered model (tracing ERFNet takes most of a
+# minute on a loaded 2-core machine). KILL_AT names a point where the process announces itself through KILL_FLAG and
+# stalls, so that the test can SIGKILL it there: "train:E:B" after batch B of epoch E (0-based), "val:E" in the
+# validation of epoch E, "replace:NAME:E" just before a file NAME written in epoch E is renamed into place (its
+# temporary file complete).
 WRAPPER = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {root!r})
@@ -77,7 +78,7 @@ WRAPPER = textwrap.dedent("""
     os.replace = replace
     original = kt.train
     kt.train = lambda cfg, callbacks=None: original(cfg, [KillPoints()])
-    from tools.train import main
+    from kerasseg.cli.train import main
     sys.exit(main(sys.argv[1:]))
 """)
 EPOCHS = 4

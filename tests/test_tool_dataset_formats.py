@@ -26,12 +26,9 @@ FORMATS = {
 
 
 def _import_tool(name):
-    import importlib.util
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(f"kerasseg_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"kerasseg.cli.{name}")
 
 
 def _tiny_model(num_classes, input_shape=(8, 12, 3)):

@@ -65,13 +65,9 @@ def _val_pairs(workspace):
 
 
 def _import_tool(name):
-    # Loaded from its path: a module named "evaluate" may also be installed as a package.
-    import importlib.util
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(f"kerasseg_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"kerasseg.cli.{name}")
 
 
 @pytest.mark.parametrize("extra,expected_settings", [

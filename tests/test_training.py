@@ -80,7 +80,7 @@ def test_resolve_class_weights_sources_and_errors(tiny_root, tmp_path):
 # ------------------------------------------------------------------------------------------------ configuration
 
 def test_yaml_config_and_flag_override(tmp_path):
-    from tools.train import resolve_config
+    from kerasseg.cli.train import resolve_config
 
     path = tmp_path / "run.yaml"
     path.write_text("model: erfnet\ninput-size: 32x64\nepochs: 7\nloss: ce+0.5*lovasz\nclass_weights: median\n"
