@@ -249,7 +249,7 @@ def test_keras_roundtrip_keeps_fixed_kernels(name, tmp_path):
 def test_tf_keras_builds_the_same_model(name):
     import tf_keras
 
-    from kerasseg.registry import get_model_info
+    from kerasseg.models.factory import get_model_info
 
     builder = get_model_info(name).builder
     model = builder(**SMALL[name])
