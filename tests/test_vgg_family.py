@@ -214,7 +214,7 @@ def test_bilinear_kernel_values():
 
 @pytest.mark.parametrize("factor", [2, 8, 32])
 def test_fixed_upsampling_is_bilinear_resize_inside_the_border(factor):
-    from kerasseg.blocks import upsample_transposed_bilinear
+    from kerasseg.layers.blocks import upsample_transposed_bilinear
 
     inputs = keras.Input((3, 5, 2))
     model = keras.Model(inputs, upsample_transposed_bilinear(inputs, factor, name="up"))

@@ -10,7 +10,7 @@ The layer table (23 layers at 1024×512) is reproduced in `ERFNET_LAYERS`. With 
 
 from __future__ import annotations
 
-from kerasseg.blocks import check_input_shape, resolve_keras
+from kerasseg.layers.blocks import check_input_shape, resolve_keras
 from kerasseg.registry import register_model
 
 __all__ = ["erfnet", "downsampler_block", "non_bottleneck_1d", "upsampler_block", "ERFNET_LAYERS"]

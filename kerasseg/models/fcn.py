@@ -16,7 +16,7 @@ the 2× ones), which is what the reference counts assume. With 21 classes the mo
 from __future__ import annotations
 
 from kerasseg.backbones.vgg import check_vgg16_weights, load_vgg16_weights, vgg16_backbone
-from kerasseg.blocks import check_input_shape, resolve_keras, upsample_transposed_bilinear
+from kerasseg.layers.blocks import check_input_shape, resolve_keras, upsample_transposed_bilinear
 from kerasseg.registry import register_model
 
 __all__ = ["fcn32s", "fcn16s", "fcn8s", "FCN_SKIPS"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from kerasseg.backbones import (IMAGENET_BACKBONES, build_backbone, check_backbone_weights, check_output_stride,
                                 load_backbone_weights)
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras, upsample_bilinear
+from kerasseg.layers.blocks import check_input_shape, conv_bn_act, resolve_keras, upsample_bilinear
 from kerasseg.registry import register_model
 
 __all__ = ["lraspp", "lraspp_head", "HEAD_FILTERS"]

@@ -25,7 +25,7 @@ import math
 
 from kerasseg.backbones import build_backbone, check_backbone_weights, check_output_stride, load_backbone_weights
 from kerasseg.backbones.resnet import STEMS
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras, upsample_bilinear
+from kerasseg.layers.blocks import check_input_shape, conv_bn_act, resolve_keras, upsample_bilinear
 from kerasseg.registry import register_model
 
 __all__ = ["pspnet", "pyramid_pooling_module", "PSP_BINS"]

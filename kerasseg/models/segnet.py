@@ -14,7 +14,7 @@ has 29,449,355 trainable parameters (29,455,125 with 21).
 from __future__ import annotations
 
 from kerasseg.backbones.vgg import check_vgg16_weights, load_vgg16_weights, vgg16_backbone
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras
+from kerasseg.layers.blocks import check_input_shape, conv_bn_act, resolve_keras
 from kerasseg.layers.unpooling import max_unpooling_class
 from kerasseg.registry import register_model
 

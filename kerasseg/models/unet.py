@@ -13,7 +13,7 @@ and ReLU, output size equal to the input size (31,037,698 trainable parameters f
 
 from __future__ import annotations
 
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras
+from kerasseg.layers.blocks import check_input_shape, conv_bn_act, resolve_keras
 from kerasseg.registry import register_model
 
 __all__ = ["unet", "unet_padded", "UNET_LEVELS", "unet_valid_output_size"]
