@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo
 from kerasseg.data.pipeline import label_lookup
 
 __all__ = ["CLASS_NAMES", "PALETTE", "CLASSES", "SPLITS", "list_pairs", "lookup"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo
 from kerasseg.data.pipeline import label_lookup
 
 __all__ = ["CLASS_NAMES", "PALETTE", "CLASSES", "VOID", "list_pairs", "lookup"]

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo
 from kerasseg.data.pipeline import label_lookup
 
 __all__ = ["LABELS", "CLASS_NAMES", "PALETTE", "LABEL_ID_TO_TRAIN_ID", "TRAIN_ID_TO_LABEL_ID", "CLASSES",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo
 from kerasseg.data.pipeline import label_lookup
 from kerasseg.visualize import default_palette
 

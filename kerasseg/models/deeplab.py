@@ -30,7 +30,8 @@ from typing import Sequence
 
 from kerasseg.backbones import (IMAGENET_BACKBONES, build_backbone, check_backbone_weights, check_output_stride,
                                 load_backbone_weights)
-from kerasseg.layers.blocks import check_input_shape, conv_bn_act, resolve_keras, separable_conv_bn_act, upsample_bilinear
+from kerasseg.layers.blocks import (check_input_shape, conv_bn_act, resolve_keras, separable_conv_bn_act,
+                                   upsample_bilinear)
 from kerasseg.registry import register_model
 
 __all__ = ["deeplabv3", "deeplabv3plus", "aspp", "ASPP_RATES"]
