@@ -23,8 +23,8 @@ from kerasseg.saving import atomic_path
 
 __all__ = ["ClassInfo", "read_classes", "write_classes", "CLASSES_FILE", "IMAGE_EXTENSIONS", "MASK_EXTENSION",
            "MaskFormat", "MASK_INDEX", "MASK_PALETTE", "MASK_RGB", "png_chunks", "mask_format", "image_size",
-           "check_same_size", "split_dirs", "visible_files", "scan_folder", "normalization_constants", "size_pair",
-           "mask_decoder"]
+           "check_same_size", "check_split_name", "check_split_folders", "existing_pairs", "split_dirs",
+           "visible_files", "scan_folder", "normalization_constants", "size_pair", "mask_decoder"]
 
 CLASSES_FILE = "classes.json"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -236,10 +236,38 @@ def check_same_size(image_path: str, mask_path: str, fmt: MaskFormat, what: str 
                          f"{size[1]}x{size[0]}, {mask_path!r} is {fmt.height}x{fmt.width} (height x width)")
 
 
-def split_dirs(root: str, split: str) -> tuple[str, str]:
-    """``(root/images/split, root/masks/split)`` of the folder layout, after checking ``split`` is a folder name."""
+def check_split_name(split) -> str:
+    """Returns ``split`` if it can name a folder inside the dataset root (no path separator, not ``.`` / ``..``)."""
     if not isinstance(split, str) or not split or os.sep in split or split in (".", ".."):
         raise ValueError(f"Expected split to be a folder name such as 'train' or 'val'. Received: split={split!r}")
+    return split
+
+
+def check_split_folders(root: str, split: str, *folders: str) -> None:
+    """Raises ``ValueError`` naming the first of ``folders`` (the split's image and label folders) that is missing."""
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise ValueError(f"Expected a folder {folder!r} for split {split!r}. Received: root={root!r} without it")
+
+
+def existing_pairs(pairs, list_file: str | None = None) -> list[tuple[str, str]]:
+    """``pairs`` as a list, after checking that every image and label exists; ``list_file`` is where they are listed.
+
+    Raises:
+        ValueError: a missing image or label (named).
+    """
+    listed = f" listed in {list_file!r}" if list_file else ""
+    for image, label in pairs:
+        if not os.path.isfile(image):
+            raise ValueError(f"Expected an image {image!r}{listed}. Received: no such file")
+        if not os.path.isfile(label):
+            raise ValueError(f"Expected a label {label!r} for image {image!r}. Received: no such file")
+    return list(pairs)
+
+
+def split_dirs(root: str, split: str) -> tuple[str, str]:
+    """``(root/images/split, root/masks/split)`` of the folder layout, after checking ``split`` is a folder name."""
+    check_split_name(split)
     return os.path.join(root, "images", split), os.path.join(root, "masks", split)
 
 
@@ -255,9 +283,7 @@ def scan_folder(root, split: str, *, check_sizes: bool = True, classes: ClassInf
     """
     root = os.fspath(root)
     image_dir, mask_dir = split_dirs(root, split)
-    for folder in (image_dir, mask_dir):
-        if not os.path.isdir(folder):
-            raise ValueError(f"Expected a folder {folder!r} for split {split!r}. Received: root={root!r} without it")
+    check_split_folders(root, split, image_dir, mask_dir)
     classes = classes if classes is not None else read_classes(root)
 
     images = {}

@@ -18,6 +18,8 @@ __all__ = [
     "upsample_bilinear",
     "upsample_transposed_bilinear",
     "check_input_shape",
+    "check_positive_int",
+    "check_rate",
 ]
 
 
@@ -56,6 +58,20 @@ def check_input_shape(input_shape, *, multiple_of: int = 1, min_size: int = 1, c
         raise ValueError(f"Expected height and width in {arg} to be at least {min_size}. "
                          f"Received: {arg}={input_shape!r}")
     return shape
+
+
+def check_positive_int(value, arg: str) -> int:
+    """Returns ``value`` if it is a positive ``int`` (not a bool); raises ``ValueError`` naming ``arg`` otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"Expected {arg} to be a positive integer. Received: {arg}={value!r}")
+    return value
+
+
+def check_rate(value, arg: str = "dropout") -> float:
+    """Returns ``value`` as a float if it is a rate in [0, 1); raises ``ValueError`` naming ``arg`` otherwise."""
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"Expected {arg} in [0, 1). Received: {arg}={value!r}")
+    return float(value)
 
 
 def _pair(v) -> tuple[int, int]:
