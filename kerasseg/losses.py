@@ -126,6 +126,12 @@ def _check_class_weights(class_weights, arg: str = "class_weights"):
     return weights
 
 
+def _non_negative(value, arg: str) -> float:
+    if not (math.isfinite(float(value)) and float(value) >= 0):
+        raise ValueError(f"Expected {arg} to be a finite number >= 0. Received: {arg}={value!r}")
+    return float(value)
+
+
 def _class_weight_vector(weights, num_classes: int, arg: str = "class_weights"):
     if len(weights) != num_classes:
         raise ValueError(f"Expected {num_classes} {arg} (one per class of the logits). Received: {len(weights)}")
@@ -255,9 +261,7 @@ class DiceLoss(_BatchLoss):
                  reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.ignore_label = int(ignore_label)
-        if not (math.isfinite(float(smooth)) and float(smooth) >= 0):
-            raise ValueError(f"Expected smooth to be a finite number >= 0. Received: smooth={smooth!r}")
-        self.smooth = float(smooth)
+        self.smooth = _non_negative(smooth, "smooth")
         self.class_weights = _check_class_weights(class_weights)
 
     def batch_loss(self, y_true, y_pred):
@@ -307,9 +311,7 @@ class FocalLoss(_BatchLoss):
                  reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.ignore_label = int(ignore_label)
-        if not (math.isfinite(float(gamma)) and float(gamma) >= 0):
-            raise ValueError(f"Expected gamma to be a finite number >= 0. Received: gamma={gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = _non_negative(gamma, "gamma")
         if alpha is None or isinstance(alpha, (list, tuple)):
             self.alpha = _check_class_weights(alpha, "alpha")
         else:
