@@ -58,7 +58,7 @@ def count_macs(model) -> int:
 
 def model_summary_row(name: str, num_classes: int, input_shape, **kwargs) -> dict:
     """Builds a registered model and returns ``{name, params, gmacs, input_shape}`` for tables."""
-    from kerasseg.registry import build_model
+    from kerasseg.models.factory import build_model
 
     model = build_model(name, num_classes=num_classes, input_shape=input_shape, **kwargs)
     return {"name": name, "params": count_params(model), "gmacs": count_macs(model) / 1e9,

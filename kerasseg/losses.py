@@ -126,6 +126,12 @@ def _check_class_weights(class_weights, arg: str = "class_weights"):
     return weights
 
 
+def _non_negative(value, arg: str) -> float:
+    if not (math.isfinite(float(value)) and float(value) >= 0):
+        raise ValueError(f"Expected {arg} to be a finite number >= 0. Received: {arg}={value!r}")
+    return float(value)
+
+
 def _class_weight_vector(weights, num_classes: int, arg: str = "class_weights"):
     if len(weights) != num_classes:
         raise ValueError(f"Expected {num_classes} {arg} (one per class of the logits). Received: {len(weights)}")
@@ -141,6 +147,9 @@ class _BatchLoss(keras.losses.Loss):
     use the class weights instead.
     """
 
+    # The constructor arguments that ``get_config`` records besides Keras' own, stored as attributes of that name.
+    config_keys: tuple = ()
+
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise ValueError(f"Expected sample_weight=None: {type(self).__name__} is computed over the whole batch "
@@ -153,6 +162,11 @@ class _BatchLoss(keras.losses.Loss):
     def batch_loss(self, y_true, y_pred):
         """The loss of the batch as a float32 scalar."""
         raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self.config_keys})
+        return config
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -182,6 +196,8 @@ class OHEMCrossEntropy(_BatchLoss):
         reduction: Keras reduction (the default returns the batch loss as a scalar).
         dtype: Keras loss dtype; the computation itself always runs in float32.
     """
+
+    config_keys = ("ignore_label", "threshold", "min_kept", "class_weights")
 
     def __init__(self, ignore_label: int = 255, threshold: float = 0.7, min_kept: int = 100000, class_weights=None,
                  name: str = "ohem_cross_entropy", reduction="sum_over_batch_size", dtype=None):
@@ -217,12 +233,6 @@ class OHEMCrossEntropy(_BatchLoss):
             weights *= tf.gather(_class_weight_vector(self.class_weights, num_classes), labels)
         return tf.math.divide_no_nan(tf.reduce_sum(ce * weights), tf.reduce_sum(weights))
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(ignore_label=self.ignore_label, threshold=self.threshold, min_kept=self.min_kept,
-                      class_weights=self.class_weights)
-        return config
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Dice
@@ -251,13 +261,13 @@ class DiceLoss(_BatchLoss):
         dtype: Keras loss dtype; the computation itself always runs in float32.
     """
 
+    config_keys = ("ignore_label", "smooth", "class_weights")
+
     def __init__(self, ignore_label: int = 255, smooth: float = 1.0, class_weights=None, name: str = "dice_loss",
                  reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.ignore_label = int(ignore_label)
-        if not (math.isfinite(float(smooth)) and float(smooth) >= 0):
-            raise ValueError(f"Expected smooth to be a finite number >= 0. Received: smooth={smooth!r}")
-        self.smooth = float(smooth)
+        self.smooth = _non_negative(smooth, "smooth")
         self.class_weights = _check_class_weights(class_weights)
 
     def batch_loss(self, y_true, y_pred):
@@ -275,11 +285,6 @@ class DiceLoss(_BatchLoss):
             weights *= _class_weight_vector(self.class_weights, num_classes)
         mean_dice = tf.math.divide_no_nan(tf.reduce_sum(weights * dice), tf.reduce_sum(weights))
         return tf.where(tf.reduce_sum(weights) > 0, 1.0 - mean_dice, 0.0)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(ignore_label=self.ignore_label, smooth=self.smooth, class_weights=self.class_weights)
-        return config
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -303,13 +308,13 @@ class FocalLoss(_BatchLoss):
         dtype: Keras loss dtype; the computation itself always runs in float32.
     """
 
+    config_keys = ("ignore_label", "gamma", "alpha")
+
     def __init__(self, ignore_label: int = 255, gamma: float = 2.0, alpha=None, name: str = "focal_loss",
                  reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.ignore_label = int(ignore_label)
-        if not (math.isfinite(float(gamma)) and float(gamma) >= 0):
-            raise ValueError(f"Expected gamma to be a finite number >= 0. Received: gamma={gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = _non_negative(gamma, "gamma")
         if alpha is None or isinstance(alpha, (list, tuple)):
             self.alpha = _check_class_weights(alpha, "alpha")
         else:
@@ -329,11 +334,6 @@ class FocalLoss(_BatchLoss):
             loss *= self.alpha
         mask = tf.cast(valid, tf.float32)
         return tf.math.divide_no_nan(tf.reduce_sum(loss * mask), tf.reduce_sum(mask))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(ignore_label=self.ignore_label, gamma=self.gamma, alpha=self.alpha)
-        return config
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -374,6 +374,8 @@ class LovaszSoftmax(_BatchLoss):
         reduction: Keras reduction (the default returns the batch loss as a scalar).
         dtype: Keras loss dtype; the computation itself always runs in float32.
     """
+
+    config_keys = ("ignore_label", "per_image", "classes")
 
     def __init__(self, ignore_label: int = 255, per_image: bool = False, classes="present",
                  name: str = "lovasz_softmax", reduction="sum_over_batch_size", dtype=None):
@@ -425,11 +427,6 @@ class LovaszSoftmax(_BatchLoss):
         per_group = tf.math.divide_no_nan(tf.reduce_sum(per_class * selected, axis=-1),
                                           tf.reduce_sum(selected, axis=-1))
         return tf.reduce_mean(per_group)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(ignore_label=self.ignore_label, per_image=self.per_image, classes=self.classes)
-        return config
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -123,3 +123,22 @@ def folder(root, n: int = 3, rgb_masks: bool = False):
             else:
                 save_index(path, labels)
     return root
+
+
+def label_every_pixel(root):
+    """Replaces the ignore label by class 0 in every mask of a folder dataset's train and val splits.
+
+    The losses average over the valid pixels of each replica's (or worker's) share of the batch; with ignored pixels
+    the shares hold different numbers of valid pixels and the mean of the replica means is not the mean over the
+    global batch. With every pixel labelled both are the same, and a comparison measures the distribution alone.
+    """
+    for split in ("train", "val"):
+        folder = os.path.join(root, "masks", split)
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            mask = Image.open(path)
+            labels = np.asarray(mask).copy()
+            labels[labels == 255] = 0
+            fixed = Image.fromarray(labels, mode="P")
+            fixed.putpalette(mask.getpalette())
+            fixed.save(path)

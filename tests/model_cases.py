@@ -8,6 +8,11 @@ Each entry: registry name -> dict with
     out_hw:   expected output (height, width) for the small build (defaults to the input's).
 """
 
+import gc
+
+import pytest
+
+
 CASES = {
     "erfnet": {
         "kwargs": {"num_classes": 5, "input_shape": (64, 96, 3)},
@@ -75,3 +80,36 @@ CASES = {
     },
 
 }
+
+
+def tiny_net(num_classes: int, input_shape, *, name: str, dropout: float = 0.0):
+    """A two-convolution network with the layer names the training tests look for (BN, encoder and decoder parts).
+
+    The training, resume and distribution tests register it under a name of their own (tracing a real architecture
+    takes most of a minute on a loaded 2-core machine).
+    """
+    import keras
+
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="layer01_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="layer01_bn")(x)
+    x = keras.layers.ReLU(name="layer01_relu")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="layer01_dropout")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="decoder_conv")(x)
+    x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="decoder_up")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="logits")(x), name=name)
+
+
+# Ops that edge delegates reject (dynamic shapes, batch-to-space dilation, gathers from adaptive pooling).
+EDGE_UNFRIENDLY = {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "SHAPE", "GATHER", "GATHER_ND"}
+
+
+@pytest.fixture(autouse=True)
+def free_keras_memory():
+    """Clears the Keras session after each test of a module that imports it (autouse): builds must not pile up."""
+    yield
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()

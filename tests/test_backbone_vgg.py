@@ -13,16 +13,10 @@ import pytest
 import kerasseg
 from kerasseg.backbones.vgg import VGG16_BLOCKS, load_vgg16_weights, vgg16_backbone
 from kerasseg.preprocessing import normalization_constants
+from tests.model_cases import free_keras_memory  # noqa: F401 (autouse fixture)
 
 SIZE = 64
 POOLS = [f"block{b}_pool" for b in range(1, 6)]
-
-
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def _randomise_biases(model, seed):

@@ -5,8 +5,6 @@ norm statistics and convolution biases are randomised before saving, so that bia
 really exercised.
 """
 
-import gc
-
 import keras
 import numpy as np
 import pytest
@@ -14,18 +12,12 @@ import pytest
 from kerasseg.backbones import (ENDPOINTS, WEIGHT_SOURCES, build_backbone, load_backbone_weights, mobilenet_v2,
                                 resnet, stride_schedule)
 from kerasseg.preprocessing import normalization_constants
+from tests.model_cases import free_keras_memory  # noqa: F401 (autouse fixture)
 
 RESNET_REF_ENDPOINTS = {"stride2": "conv1_relu", "stride4": "conv2_block3_out", "stride8": "conv3_block4_out",
                         "stride16": "conv4_block6_out", "stride32": "conv5_block3_out"}
 MOBILENET_REF_ENDPOINTS = {"stride2": "expanded_conv_project_BN", "stride4": "block_2_add", "stride8": "block_5_add",
                            "stride16": "block_12_add", "stride32": "block_16_project_BN"}
-
-
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def _randomise_and_save(model, path, seed):

@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.dataset_fixtures import label_every_pixel
 from tests.saved_weights import saved_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,17 +36,12 @@ SCRIPT = textwrap.dedent("""
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical)
     import keras
     from kerasseg.registry import register_model
+    from tests.model_cases import tiny_net
     from kerasseg.training import TrainConfig, train
 
     @register_model("tiny_test_net")
     def tiny_test_net(num_classes, input_shape=(32, 64, 3)):
-        inputs = keras.Input(input_shape, name="image")
-        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="layer01_conv")(inputs)
-        x = keras.layers.BatchNormalization(name="layer01_bn")(x)
-        x = keras.layers.ReLU(name="layer01_relu")(x)
-        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="decoder_conv")(x)
-        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="decoder_up")(x)
-        return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="logits")(x), name="tiny_test_net")
+        return tiny_net(num_classes, input_shape, name="tiny_test_net")
 
     data_dir, runs = sys.argv[1], json.loads(sys.argv[2])
     for out, strategy in runs:
@@ -72,34 +68,13 @@ def _max_difference(a_path, b_path) -> float:
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
-def _label_every_pixel(root):
-    """Replaces the ignore label by class 0 in every mask.
-
-    The losses average over the valid pixels of each replica's share of the batch; with ignored pixels the shares
-    hold different numbers of valid pixels and the mean of the replica means is not the mean over the global batch.
-    With every pixel labelled both are the same, and the comparison measures the distribution machinery alone.
-    """
-    from PIL import Image
-
-    for split in ("train", "val"):
-        folder = os.path.join(root, "masks", split)
-        for name in os.listdir(folder):
-            path = os.path.join(folder, name)
-            mask = Image.open(path)
-            labels = np.asarray(mask).copy()
-            labels[labels == 255] = 0
-            fixed = Image.fromarray(labels, mode="P")
-            fixed.putpalette(mask.getpalette())
-            fixed.save(path)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from kerasseg.data.synthetic import write_dataset
 
     tmp = tmp_path_factory.mktemp("distributed")
     data = str(write_dataset(tmp / "data", num_train=12, num_val=4, height=32, width=64, seed=0))
-    _label_every_pixel(data)
+    label_every_pixel(data)
     script = tmp / "run.py"
     script.write_text(SCRIPT.format(root=ROOT))
     return tmp, data, script

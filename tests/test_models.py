@@ -1,7 +1,5 @@
 """The per-architecture matrix: every registered model is held to the same contract."""
 
-import gc
-
 import keras
 import numpy as np
 import pytest
@@ -9,18 +7,9 @@ import pytest
 import kerasseg
 from kerasseg.analysis import count_params
 from kerasseg.losses import SparseCategoricalCrossentropyIgnore
-from tests.model_cases import CASES
+from tests.model_cases import CASES, EDGE_UNFRIENDLY, free_keras_memory  # noqa: F401 (autouse fixture)
 
 MODELS = kerasseg.list_models()
-# Edge delegates reject these (dynamic shapes, batch-to-space dilation, gathers from adaptive pooling).
-EDGE_UNFRIENDLY = {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "SHAPE", "GATHER", "GATHER_ND"}
-
-
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def _small(name):

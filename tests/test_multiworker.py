@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.dataset_fixtures import label_every_pixel
 from tests.saved_weights import saved_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,17 +36,12 @@ SCRIPT = textwrap.dedent("""
     # Nothing of TensorFlow may run before train() creates the MultiWorkerMirroredStrategy.
     import keras
     from kerasseg.registry import register_model
+    from tests.model_cases import tiny_net
     from kerasseg.training import TrainConfig, train
 
     @register_model("tiny_multiworker_net")
     def tiny_multiworker_net(num_classes, input_shape=(32, 32, 3)):
-        inputs = keras.Input(input_shape, name="image")
-        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="layer01_conv")(inputs)
-        x = keras.layers.BatchNormalization(name="layer01_bn")(x)
-        x = keras.layers.ReLU(name="layer01_relu")(x)
-        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="decoder_conv")(x)
-        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="decoder_up")(x)
-        return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="logits")(x), name="tiny_multiworker_net")
+        return tiny_net(num_classes, input_shape, name="tiny_multiworker_net")
 
     data_dir, out, strategy = sys.argv[1:4]
     cfg = TrainConfig(model="tiny_multiworker_net", dataset="folder", data_dir=data_dir, output_dir=out,
@@ -126,28 +122,12 @@ def _files(text):
 
 
 
-def _label_every_pixel(root):
-    """Replaces the ignore label by class 0, so that each worker's mean loss is over as many pixels as the other's."""
-    from PIL import Image
-
-    for split in ("train", "val"):
-        folder = os.path.join(root, "masks", split)
-        for name in os.listdir(folder):
-            path = os.path.join(folder, name)
-            mask = Image.open(path)
-            labels = np.asarray(mask).copy()
-            labels[labels == 255] = 0
-            fixed = Image.fromarray(labels, mode="P")
-            fixed.putpalette(mask.getpalette())
-            fixed.save(path)
-
-
 @pytest.mark.slow
 def test_two_workers_match_a_single_process(tmp_path):
     from kerasseg.data.synthetic import write_dataset
 
     data = str(write_dataset(tmp_path / "data", num_train=8, num_val=4, height=32, width=32, seed=0))
-    _label_every_pixel(data)
+    label_every_pixel(data)
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(root=ROOT))
 

@@ -44,3 +44,15 @@ def test_model_info_has_paper():
     info = kerasseg.get_model_info("erfnet")
     assert "Romera" in info.paper
     assert info.default_input_shape == (512, 1024, 3)
+
+
+def test_registry_imports_no_architecture_and_the_factory_completes_it():
+    # The registry is the table only; the factory imports the architectures that fill it.
+    import subprocess
+    import sys
+
+    code = ("import sys, kerasseg, kerasseg.registry as r; assert 'kerasseg.models' not in sys.modules; "
+            "assert r.registered_models() == {}; from kerasseg.models.factory import list_models; "
+            "assert 'erfnet' in list_models() and 'erfnet' in r.registered_models(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

@@ -3,23 +3,13 @@
 Big models are built at small input sizes (parameter counts do not depend on the size) and counted without running.
 """
 
-import gc
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import kerasseg
-
-EDGE_UNFRIENDLY = {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "SHAPE", "GATHER", "GATHER_ND"}
-
-
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
-    gc.collect()
+from tests.model_cases import EDGE_UNFRIENDLY, free_keras_memory  # noqa: F401 (autouse fixture)
 
 
 def _count(model):

@@ -35,17 +35,11 @@ WRAPPER = textwrap.dedent("""
     import keras
     import kerasseg.training as kt
     from kerasseg.registry import register_model
+    from tests.model_cases import tiny_net
 
     @register_model("tiny_test_net")
     def tiny_test_net(num_classes, input_shape=(32, 64, 3)):
-        inputs = keras.Input(input_shape, name="image")
-        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="layer01_conv")(inputs)
-        x = keras.layers.BatchNormalization(name="layer01_bn")(x)
-        x = keras.layers.ReLU(name="layer01_relu")(x)
-        x = keras.layers.Dropout(0.3, name="layer01_dropout")(x)
-        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="decoder_conv")(x)
-        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="decoder_up")(x)
-        return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1, name="logits")(x), name="tiny_test_net")
+        return tiny_net(num_classes, input_shape, name="tiny_test_net", dropout=0.3)
 
     KILL_AT = os.environ.get("KILL_AT", "").split(":")
     EPOCH = [None]

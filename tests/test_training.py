@@ -300,3 +300,20 @@ def test_copy_model_weights_names_the_mismatch():
     np.testing.assert_array_equal(b.get_layer("head").kernel.numpy(), np.ones((16, 2)))
     with pytest.raises(ValueError, match="head.*depends on its input size"):
         copy_model_weights(a, c)
+
+
+def test_poly_decay_is_keras_polynomial_decay_after_the_warm_up():
+    import keras
+    import numpy as np
+
+    from kerasseg.training import NaNGuard, PolyDecay
+
+    schedule = PolyDecay(0.01, decay_steps=100, power=0.9, warmup_steps=10, warmup_start=0.1)
+    keras_poly = keras.optimizers.schedules.PolynomialDecay(0.01, 100, end_learning_rate=0.0, power=0.9)
+    after = [float(schedule(s)) for s in (10, 50, 99, 100, 150)]
+    np.testing.assert_allclose(after, [float(keras_poly(s)) for s in (10, 50, 99, 100, 150)], rtol=0, atol=0)
+    np.testing.assert_allclose(float(schedule(0)), 0.1 * float(keras_poly(0)), rtol=1e-6)
+    np.testing.assert_allclose(float(schedule(5)), 0.55 * float(keras_poly(5)), rtol=1e-6)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert restored.get_config() == schedule.get_config()
+    assert issubclass(NaNGuard, keras.callbacks.TerminateOnNaN)

@@ -1,8 +1,6 @@
 """FCN-32s/16s/8s, SegNet and U-Net: reference parameter counts, shapes, validation, unpooling, bilinear
 upsampling, serialisation, tf_keras builds and builtin-only TFLite conversion."""
 
-import gc
-
 import keras
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from kerasseg.analysis import count_params
 from kerasseg.layers import BilinearUpsamplingInitializer, MaxUnpooling2D
 from kerasseg.layers.bilinear import bilinear_kernel
 from kerasseg.models.unet import unet_valid_output_size
+from tests.model_cases import free_keras_memory  # noqa: F401 (autouse fixture)
 
 # Small FCNs narrow fc6 / fc7: same graph, a fraction of the 134M parameters.
 SMALL = {
@@ -23,13 +22,6 @@ SMALL = {
     "unet": {"num_classes": 2, "input_shape": (188, 204, 3), "base_filters": 4},
     "unet_padded": {"num_classes": 2, "input_shape": (64, 80, 3), "base_filters": 4},
 }
-
-
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def _images(shape, batch=1, seed=0):
@@ -214,7 +206,7 @@ def test_bilinear_kernel_values():
 
 @pytest.mark.parametrize("factor", [2, 8, 32])
 def test_fixed_upsampling_is_bilinear_resize_inside_the_border(factor):
-    from kerasseg.blocks import upsample_transposed_bilinear
+    from kerasseg.layers.blocks import upsample_transposed_bilinear
 
     inputs = keras.Input((3, 5, 2))
     model = keras.Model(inputs, upsample_transposed_bilinear(inputs, factor, name="up"))
@@ -249,7 +241,7 @@ def test_keras_roundtrip_keeps_fixed_kernels(name, tmp_path):
 def test_tf_keras_builds_the_same_model(name):
     import tf_keras
 
-    from kerasseg.registry import get_model_info
+    from kerasseg.models.factory import get_model_info
 
     builder = get_model_info(name).builder
     model = builder(**SMALL[name])

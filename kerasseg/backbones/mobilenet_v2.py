@@ -18,7 +18,7 @@ odd ones) with one TFLite op instead of two. The ImageNet weights expect inputs 
 from __future__ import annotations
 
 from kerasseg.backbones.common import check_output_stride, stride_schedule
-from kerasseg.blocks import resolve_keras
+from kerasseg.layers.blocks import resolve_keras
 
 __all__ = ["mobilenet_v2", "inverted_residual_block", "MOBILENET_V2_STAGES", "MOBILENET_V2_BLOCK_NAMES", "stem"]
 

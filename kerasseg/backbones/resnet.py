@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from kerasseg.backbones.common import check_output_stride, stride_schedule
-from kerasseg.blocks import conv_bn_act, resolve_keras
+from kerasseg.layers.blocks import conv_bn_act, resolve_keras
 
 __all__ = ["resnet", "bottleneck_block", "resnet_stem", "RESNET_STAGES", "RESNET_DEPTHS", "STEMS"]
 

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from kerasseg.blocks import resolve_keras
+from kerasseg.layers.blocks import resolve_keras
 
 __all__ = ["VGG16_BLOCKS", "vgg16_backbone", "vgg_conv", "load_vgg16_weights", "check_vgg16_weights"]
 

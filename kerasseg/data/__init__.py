@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 
 from kerasseg.data import synthetic
-from kerasseg.data.folder import ClassInfo, folder_dataset, list_pairs, read_classes, write_classes
+from kerasseg.data.files import ClassInfo, read_classes, write_classes
+from kerasseg.data.folder import folder_dataset, list_pairs
 from kerasseg.data.formats import FORMAT_NAMES, FORMAT_OPTIONS, DatasetSpec, resolve
 from kerasseg.data.pipeline import make_dataset
 

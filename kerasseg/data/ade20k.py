@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo, check_split_folders, existing_pairs
 from kerasseg.data.pipeline import label_lookup
 
 __all__ = ["CLASS_NAMES", "PALETTE", "CLASSES", "SPLITS", "list_pairs", "lookup"]
@@ -80,16 +80,9 @@ def list_pairs(root, split: str):
         root = os.path.join(root, "ADEChallengeData2016")
     image_dir = os.path.join(root, "images", SPLITS[split])
     label_dir = os.path.join(root, "annotations", SPLITS[split])
-    for folder in (image_dir, label_dir):
-        if not os.path.isdir(folder):
-            raise ValueError(f"Expected a folder {folder!r} for split {split!r}. Received: root={root!r} without it")
+    check_split_folders(root, split, image_dir, label_dir)
     names = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(".jpg") and not f.startswith("."))
     if not names:
         raise ValueError(f"Expected .jpg images in {image_dir!r}. Received: an empty split {split!r}")
-    pairs = []
-    for name in names:
-        image, label = os.path.join(image_dir, name), os.path.join(label_dir, os.path.splitext(name)[0] + ".png")
-        if not os.path.isfile(label):
-            raise ValueError(f"Expected a label {label!r} for image {image!r}. Received: no such file")
-        pairs.append((image, label))
-    return pairs
+    return existing_pairs([(os.path.join(image_dir, n), os.path.join(label_dir, os.path.splitext(n)[0] + ".png"))
+                           for n in names])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo, check_split_folders, check_split_name, existing_pairs
 from kerasseg.data.pipeline import label_lookup
 
 __all__ = ["CLASS_NAMES", "PALETTE", "CLASSES", "VOID", "list_pairs", "lookup"]
@@ -42,12 +42,9 @@ def list_pairs(root, split: str):
         ValueError: a missing folder, an empty split, or an image without label or label without image (named).
     """
     root = os.fspath(root)
-    if not isinstance(split, str) or not split or os.sep in split or split in (".", ".."):
-        raise ValueError(f"Expected split to be a folder name such as 'train'. Received: split={split!r}")
+    check_split_name(split)
     image_dir, label_dir = os.path.join(root, split), os.path.join(root, split + "annot")
-    for folder in (image_dir, label_dir):
-        if not os.path.isdir(folder):
-            raise ValueError(f"Expected a folder {folder!r} for split {split!r}. Received: root={root!r} without it")
+    check_split_folders(root, split, image_dir, label_dir)
     list_file = os.path.join(root, split + ".txt")
     if os.path.isfile(list_file):
         with open(list_file, encoding="utf-8") as f:
@@ -66,12 +63,4 @@ def list_pairs(root, split: str):
                                  f"{os.path.join(label_dir, f)!r}. Received: no such file")
     if not names:
         raise ValueError(f"Expected .png images in {image_dir!r}. Received: an empty split {split!r}")
-    pairs = []
-    for image_name, label_name in names:
-        image, label = os.path.join(image_dir, image_name), os.path.join(label_dir, label_name)
-        if not os.path.isfile(image):
-            raise ValueError(f"Expected an image {image!r}. Received: no such file")
-        if not os.path.isfile(label):
-            raise ValueError(f"Expected a label {label!r} for image {image!r}. Received: no such file")
-        pairs.append((image, label))
-    return pairs
+    return existing_pairs([(os.path.join(image_dir, i), os.path.join(label_dir, t)) for i, t in names])

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo, check_split_folders, existing_pairs
 from kerasseg.data.pipeline import label_lookup
 
 __all__ = ["LABELS", "CLASS_NAMES", "PALETTE", "LABEL_ID_TO_TRAIN_ID", "TRAIN_ID_TO_LABEL_ID", "CLASSES",
@@ -91,9 +91,7 @@ def list_pairs(root, split: str, *, train_ids: bool | None = None):
     root = os.fspath(root)
     image_root = os.path.join(root, "leftImg8bit", split)
     label_root = os.path.join(root, "gtFine", split)
-    for folder in (image_root, label_root):
-        if not os.path.isdir(folder):
-            raise ValueError(f"Expected a folder {folder!r} for split {split!r}. Received: root={root!r} without it")
+    check_split_folders(root, split, image_root, label_root)
     images = []
     for city in sorted(os.listdir(image_root)):
         city_dir = os.path.join(image_root, city)
@@ -108,10 +106,5 @@ def list_pairs(root, split: str, *, train_ids: bool | None = None):
     if train_ids is None:
         train_ids = all(os.path.isfile(label_path(c, n, "labelTrainIds")) for c, n in images)
     kind = "labelTrainIds" if train_ids else "labelIds"
-    pairs = []
-    for city, name in images:
-        image, label = os.path.join(image_root, city, name), label_path(city, name, kind)
-        if not os.path.isfile(label):
-            raise ValueError(f"Expected a label {label!r} for image {image!r}. Received: no such file")
-        pairs.append((image, label))
+    pairs = existing_pairs([(os.path.join(image_root, c, n), label_path(c, n, kind)) for c, n in images])
     return pairs, bool(train_ids)

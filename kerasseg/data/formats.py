@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from kerasseg.data import ade20k, camvid, cityscapes, synthetic, voc
-from kerasseg.data.folder import ClassInfo, _scan, read_classes
+from kerasseg.data.files import ClassInfo, read_classes, scan_folder
 from kerasseg.data.pipeline import identity_lookup
 
 __all__ = ["DatasetSpec", "resolve", "FORMAT_NAMES", "FORMAT_OPTIONS"]
@@ -53,7 +53,7 @@ FORMAT_NAMES = tuple(FORMAT_OPTIONS)
 
 def _folder(root, split, check_sizes=True):
     classes = read_classes(root)
-    pairs, formats = _scan(root, split, check_sizes=check_sizes, classes=classes)
+    pairs, formats = scan_folder(root, split, check_sizes=check_sizes, classes=classes)
     return DatasetSpec("folder", split, pairs, classes, identity_lookup(classes), formats)
 
 

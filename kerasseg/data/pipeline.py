@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from kerasseg.data.folder import (ClassInfo, _image_size, _mask_decoder, _mask_format, _normalization_constants,
-                                  _size_pair)
+from kerasseg.data.files import (ClassInfo, check_same_size, mask_decoder, mask_format, normalization_constants,
+                                 size_pair)
 from kerasseg.preprocessing import ModelMetadata
 
 __all__ = ["make_dataset", "label_lookup", "identity_lookup", "check_pairs", "LABEL_CHECKS", "INVALID"]
@@ -95,12 +95,9 @@ def check_pairs(pairs, classes: ClassInfo, *, check_sizes: bool = True, check_fi
                                  f"{label_path if path == image_path else image_path!r}). Received: no such file")
             if check_files:
                 _check_complete(path)
-        fmt = _mask_format(label_path, classes)
+        fmt = mask_format(label_path, classes)
         if check_sizes:
-            size = tuple(_image_size(image_path))
-            if size != (fmt.width, fmt.height):
-                raise ValueError(f"Expected image and label of the same size. Received: {image_path!r} is "
-                                 f"{size[1]}x{size[0]}, {label_path!r} is {fmt.height}x{fmt.width} (height x width)")
+            check_same_size(image_path, label_path, fmt, "label")
         formats.append(fmt)
     return formats
 
@@ -169,12 +166,12 @@ def make_dataset(pairs, classes: ClassInfo, *, batch_size: int, lookup=None, cro
                          f"Received: label_check={label_check!r}")
     if not isinstance(classes, ClassInfo):
         raise ValueError(f"Expected classes to be a ClassInfo. Received: classes={classes!r}")
-    crop = _size_pair(crop_size, "crop_size")
+    crop = size_pair(crop_size, "crop_size")
     # A model (or its metadata) brings the mean / std it was built with, so training matches export and device.
     metadata = getattr(normalization, "kerasseg_metadata", normalization)
     if isinstance(metadata, ModelMetadata):
         normalization = (metadata.mean, metadata.std)
-    mean, std = _normalization_constants(normalization)
+    mean, std = normalization_constants(normalization)
     if scale_range is not None:
         scale_range = aug.check_scale_range(scale_range)
         if not augment:
@@ -223,7 +220,7 @@ def make_dataset(pairs, classes: ClassInfo, *, batch_size: int, lookup=None, cro
         "offset": np.array([f.data_offset for f in formats], np.int32),
         "scale": np.array([f.scale for f in formats], np.int32),
     }
-    decode_mask = _mask_decoder(classes, {f.kind for f in formats})
+    decode_mask = mask_decoder(classes, {f.kind for f in formats})
     table = tf.constant(lookup.astype(np.int32))
     ignore = classes.ignore_label
     num_classes = classes.num_classes

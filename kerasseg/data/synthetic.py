@@ -650,7 +650,7 @@ def write_dataset(root, num_train: int = 300, num_val: int = 60, height: int = 1
                              f"{params}. Received: root={root!r}, which holds {what}. Pass overwrite=True to replace "
                              f"it.")
 
-    from kerasseg.data.folder import ClassInfo, write_classes
+    from kerasseg.data.files import ClassInfo, write_classes
 
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)

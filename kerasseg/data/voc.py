@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from kerasseg.data.folder import ClassInfo
+from kerasseg.data.files import ClassInfo, existing_pairs
 from kerasseg.data.pipeline import label_lookup
 from kerasseg.visualize import default_palette
 
@@ -67,12 +67,5 @@ def list_pairs(root, split: str, *, augmented: bool = False, list_file: str | No
     if list_file is None:
         list_file = os.path.join(root, "ImageSets", "SegmentationAug" if augmented else "Segmentation", f"{split}.txt")
     names = read_list(list_file)
-    pairs = []
-    for name in names:
-        image, label = os.path.join(root, "JPEGImages", name + ".jpg"), os.path.join(label_dir, name + ".png")
-        if not os.path.isfile(image):
-            raise ValueError(f"Expected an image {image!r} listed in {list_file!r}. Received: no such file")
-        if not os.path.isfile(label):
-            raise ValueError(f"Expected a label {label!r} for image {image!r}. Received: no such file")
-        pairs.append((image, label))
-    return pairs
+    return existing_pairs([(os.path.join(root, "JPEGImages", n + ".jpg"), os.path.join(label_dir, n + ".png"))
+                           for n in names], list_file)

@@ -1,9 +1,9 @@
-"""Architectures, one module each; importing this package registers them all."""
+"""Architectures, one module each; importing this package registers them all.
 
-from kerasseg.models import erfnet  # noqa: F401
-from kerasseg.models import fcn  # noqa: F401
-from kerasseg.models import segnet  # noqa: F401
-from kerasseg.models import unet  # noqa: F401
-from kerasseg.models import deeplab  # noqa: F401
-from kerasseg.models import pspnet  # noqa: F401
-from kerasseg.models import lraspp  # noqa: F401
+`kerasseg.models.factory` builds them by name (``build_model``, ``list_models``, ``get_model_info``).
+"""
+
+from kerasseg.models import deeplab, erfnet, fcn, lraspp, pspnet, segnet, unet  # noqa: F401
+from kerasseg.models.factory import build_model, get_model_info, list_models
+
+__all__ = ["build_model", "get_model_info", "list_models"]

@@ -30,7 +30,8 @@ from typing import Sequence
 
 from kerasseg.backbones import (IMAGENET_BACKBONES, build_backbone, check_backbone_weights, check_output_stride,
                                 load_backbone_weights)
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras, separable_conv_bn_act, upsample_bilinear
+from kerasseg.layers.blocks import (check_input_shape, check_positive_int, conv_bn_act, resolve_keras,
+                                    separable_conv_bn_act, upsample_bilinear)
 from kerasseg.registry import register_model
 
 __all__ = ["deeplabv3", "deeplabv3plus", "aspp", "ASPP_RATES"]
@@ -84,8 +85,7 @@ def aspp(x, rates: Sequence[int] = ASPP_RATES, filters: int = ASPP_FILTERS, *, n
 def _validate(num_classes, input_shape, backbone, output_stride, separable, multi_grid, backbone_weights,
               backbones):
     # Shared argument checks of both builders; returns the normalised values.
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
+    check_positive_int(num_classes, "num_classes")
     if backbone not in backbones:
         raise ValueError(f"Expected backbone to be one of {backbones}. Received: backbone={backbone!r}")
     output_stride = check_output_stride(output_stride, allowed=OUTPUT_STRIDES)
@@ -124,6 +124,30 @@ def _classify(x, num_classes, size, keras):
     return upsample_bilinear(x, size, name="logits", keras_module=keras)
 
 
+def _deeplab(num_classes, input_shape, backbone, backbone_weights, output_stride, separable, multi_grid, name,
+             keras_module, *, decoder: bool, normalization: str):
+    # Both builders: encoder with ASPP, the v3+ decoder when asked for, classifier, backbone weights.
+    input_shape, output_stride, multi_grid, backbone_weights = _validate(
+        num_classes, input_shape, backbone, output_stride, separable, multi_grid, backbone_weights,
+        IMAGENET_BACKBONES)
+    keras = resolve_keras(keras_module)
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    features, x = _encoder(inputs, backbone, output_stride, multi_grid, separable, keras)
+    if decoder:
+        low = conv_bn_act(features["stride4"], DECODER_LOW_LEVEL_FILTERS, 1, name="decoder_low_level",
+                          keras_module=keras)
+        x = upsample_bilinear(x, low.shape[1:3], name="decoder_upsample", keras_module=keras)
+        x = keras.layers.Concatenate(name="decoder_concat")([x, low])
+        for i in (1, 2):
+            x = _conv(x, DECODER_FILTERS, 3, separable=separable, name=f"decoder_conv{i}", keras_module=keras)
+    model = keras.Model(inputs, _classify(x, num_classes, input_shape[:2], keras), name=name)
+    if backbone_weights is not None:
+        model.backbone_weights_report = load_backbone_weights(model, backbone, backbone_weights,
+                                                              normalization=normalization)
+    return model
+
+
 @register_model("deeplabv3", paper="Chen et al., arXiv 2017 (DeepLab v3)", normalization="imagenet")
 def deeplabv3(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str = "resnet50", backbone_weights=None,
               output_stride: int = 16, separable: bool = False, multi_grid=None, name: str = "deeplabv3",
@@ -152,18 +176,8 @@ def deeplabv3(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str = "
         A functional model mapping normalised images ``(B, H, W, C)`` to logits ``(B, H, W, num_classes)`` (layer
         ``logits``).
     """
-    input_shape, output_stride, multi_grid, backbone_weights = _validate(
-        num_classes, input_shape, backbone, output_stride, separable, multi_grid, backbone_weights,
-        IMAGENET_BACKBONES)
-    keras = resolve_keras(keras_module)
-
-    inputs = keras.Input(shape=input_shape, name="image")
-    _, x = _encoder(inputs, backbone, output_stride, multi_grid, separable, keras)
-    model = keras.Model(inputs, _classify(x, num_classes, input_shape[:2], keras), name=name)
-    if backbone_weights is not None:
-        model.backbone_weights_report = load_backbone_weights(model, backbone, backbone_weights,
-                                                              normalization="imagenet")
-    return model
+    return _deeplab(num_classes, input_shape, backbone, backbone_weights, output_stride, separable, multi_grid, name,
+                    keras_module, decoder=False, normalization="imagenet")
 
 
 @register_model("deeplabv3plus", paper="Chen et al., ECCV 2018 (DeepLab v3+)", normalization="symmetric")
@@ -198,21 +212,5 @@ def deeplabv3plus(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str
         ``logits``). The decoder's skip is the backbone's ``"stride4"`` endpoint (``block_2_add``, 24 channels, for
         MobileNetV2; ``conv2_block3_out``, 256 channels, for ResNet).
     """
-    input_shape, output_stride, multi_grid, backbone_weights = _validate(
-        num_classes, input_shape, backbone, output_stride, separable, multi_grid, backbone_weights,
-        IMAGENET_BACKBONES)
-    keras = resolve_keras(keras_module)
-
-    inputs = keras.Input(shape=input_shape, name="image")
-    features, x = _encoder(inputs, backbone, output_stride, multi_grid, separable, keras)
-    low = conv_bn_act(features["stride4"], DECODER_LOW_LEVEL_FILTERS, 1, name="decoder_low_level",
-                      keras_module=keras)
-    x = upsample_bilinear(x, low.shape[1:3], name="decoder_upsample", keras_module=keras)
-    x = keras.layers.Concatenate(name="decoder_concat")([x, low])
-    for i in (1, 2):
-        x = _conv(x, DECODER_FILTERS, 3, separable=separable, name=f"decoder_conv{i}", keras_module=keras)
-    model = keras.Model(inputs, _classify(x, num_classes, input_shape[:2], keras), name=name)
-    if backbone_weights is not None:
-        model.backbone_weights_report = load_backbone_weights(model, backbone, backbone_weights,
-                                                              normalization="symmetric")
-    return model
+    return _deeplab(num_classes, input_shape, backbone, backbone_weights, output_stride, separable, multi_grid, name,
+                    keras_module, decoder=True, normalization="symmetric")

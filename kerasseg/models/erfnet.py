@@ -10,7 +10,7 @@ The layer table (23 layers at 1024×512) is reproduced in `ERFNET_LAYERS`. With 
 
 from __future__ import annotations
 
-from kerasseg.blocks import check_input_shape, resolve_keras
+from kerasseg.layers.blocks import check_input_shape, check_positive_int, resolve_keras
 from kerasseg.registry import register_model
 
 __all__ = ["erfnet", "downsampler_block", "non_bottleneck_1d", "upsampler_block", "ERFNET_LAYERS"]
@@ -123,8 +123,7 @@ def erfnet(num_classes: int, input_shape=(512, 1024, 3), *, dropout: float = 0.3
         A functional model mapping normalised images ``(B, H, W, C)`` to logits ``(B, H, W, num_classes)``. Each
         table row ``i`` ends in a layer named ``layer{i:02d}_out`` (row 23 is ``logits``).
     """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
+    check_positive_int(num_classes, "num_classes")
     input_shape = check_input_shape(input_shape, multiple_of=8)
     if not isinstance(torch_padding, bool):
         raise ValueError(f"Expected torch_padding to be True or False. Received: torch_padding={torch_padding!r}")

@@ -16,7 +16,8 @@ the 2× ones), which is what the reference counts assume. With 21 classes the mo
 from __future__ import annotations
 
 from kerasseg.backbones.vgg import check_vgg16_weights, load_vgg16_weights, vgg16_backbone
-from kerasseg.blocks import check_input_shape, resolve_keras, upsample_transposed_bilinear
+from kerasseg.layers.blocks import (check_input_shape, check_positive_int, check_rate, resolve_keras,
+                                    upsample_transposed_bilinear)
 from kerasseg.registry import register_model
 
 __all__ = ["fcn32s", "fcn16s", "fcn8s", "FCN_SKIPS"]
@@ -32,16 +33,13 @@ _PAPER = "Long et al., CVPR 2015"
 
 
 def _check_common(variant, num_classes, input_shape, backbone, backbone_weights, dropout, fc_filters):
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
+    check_positive_int(num_classes, "num_classes")
     input_shape = check_input_shape(input_shape, multiple_of=32)
     if backbone != "vgg16":
         raise ValueError(f"Expected backbone='vgg16' ({variant} is defined on VGG16). Received: backbone={backbone!r}")
     check_vgg16_weights(backbone_weights, input_shape)
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout!r}")
-    if not isinstance(fc_filters, int) or isinstance(fc_filters, bool) or fc_filters < 1:
-        raise ValueError(f"Expected fc_filters to be a positive integer. Received: fc_filters={fc_filters!r}")
+    check_rate(dropout, "dropout")
+    check_positive_int(fc_filters, "fc_filters")
     return input_shape
 
 
@@ -80,10 +78,22 @@ def _fcn(variant, num_classes, input_shape, backbone, backbone_weights, dropout,
     return model
 
 
-@register_model("fcn32s", paper=_PAPER, normalization="imagenet")
-def fcn32s(num_classes: int, input_shape=(512, 512, 3), *, backbone: str = "vgg16", backbone_weights=None,
-           dropout: float = 0.5, fc_filters: int = 4096, trainable_upsampling: bool = False, name: str = "fcn32s",
-           keras_module=None):
+def _register_fcn(variant: str, doc: str):
+    """Registers the builder of one FCN variant; they differ only in the skips of `FCN_SKIPS`."""
+
+    def builder(num_classes: int, input_shape=(512, 512, 3), *, backbone: str = "vgg16", backbone_weights=None,
+                dropout: float = 0.5, fc_filters: int = 4096, trainable_upsampling: bool = False, name: str = variant,
+                keras_module=None):
+        return _fcn(variant, num_classes, input_shape, backbone, backbone_weights, dropout, fc_filters,
+                    trainable_upsampling, name, keras_module)
+
+    builder.__name__ = builder.__qualname__ = variant
+    builder.__doc__ = doc
+    return register_model(variant, paper=_PAPER, normalization="imagenet")(builder)
+
+
+fcn32s = _register_fcn(
+    "fcn32s",
     """Builds FCN-32s: stride-32 scores upsampled ×32 by one 64×64 transposed convolution.
 
     Args:
@@ -109,30 +119,16 @@ def fcn32s(num_classes: int, input_shape=(512, 512, 3), *, backbone: str = "vgg1
         A functional model mapping images ``(B, H, W, C)`` to logits ``(B, H, W, num_classes)``. The upsampling
         that produces them is the layer ``logits``; the others are ``upscore_pool4`` / ``upscore_pool3`` (×2 to the
         resolution of that skip), fused with ``score_pool4`` / ``score_pool3`` in ``fuse_pool4`` / ``fuse_pool3``.
-    """
-    return _fcn("fcn32s", num_classes, input_shape, backbone, backbone_weights, dropout, fc_filters,
-                trainable_upsampling, name, keras_module)
-
-
-@register_model("fcn16s", paper=_PAPER, normalization="imagenet")
-def fcn16s(num_classes: int, input_shape=(512, 512, 3), *, backbone: str = "vgg16", backbone_weights=None,
-           dropout: float = 0.5, fc_filters: int = 4096, trainable_upsampling: bool = False, name: str = "fcn16s",
-           keras_module=None):
+    """)
+fcn16s = _register_fcn(
+    "fcn16s",
     """Builds FCN-16s: stride-32 scores upsampled ×2, summed with ``score_pool4``, then upsampled ×16.
 
     Arguments and returned model as in `fcn32s`.
-    """
-    return _fcn("fcn16s", num_classes, input_shape, backbone, backbone_weights, dropout, fc_filters,
-                trainable_upsampling, name, keras_module)
-
-
-@register_model("fcn8s", paper=_PAPER, normalization="imagenet")
-def fcn8s(num_classes: int, input_shape=(512, 512, 3), *, backbone: str = "vgg16", backbone_weights=None,
-          dropout: float = 0.5, fc_filters: int = 4096, trainable_upsampling: bool = False, name: str = "fcn8s",
-          keras_module=None):
+    """)
+fcn8s = _register_fcn(
+    "fcn8s",
     """Builds FCN-8s: FCN-16s' stride-16 fusion upsampled ×2, summed with ``score_pool3``, then upsampled ×8.
 
     Arguments and returned model as in `fcn32s`.
-    """
-    return _fcn("fcn8s", num_classes, input_shape, backbone, backbone_weights, dropout, fc_filters,
-                trainable_upsampling, name, keras_module)
+    """)

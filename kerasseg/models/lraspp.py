@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from kerasseg.backbones import (IMAGENET_BACKBONES, build_backbone, check_backbone_weights, check_output_stride,
                                 load_backbone_weights)
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras, upsample_bilinear
+from kerasseg.layers.blocks import check_input_shape, check_positive_int, conv_bn_act, resolve_keras, upsample_bilinear
 from kerasseg.registry import register_model
 
 __all__ = ["lraspp", "lraspp_head", "HEAD_FILTERS"]
@@ -77,14 +77,12 @@ def lraspp(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str = "eff
         A functional model mapping normalised images to logits ``(B, H, W, num_classes)`` (layer ``logits``); the
         backbone's weight report is ``model.backbone_weights_report`` when weights were loaded.
     """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
+    check_positive_int(num_classes, "num_classes")
     if backbone not in BACKBONES:
         raise ValueError(f"Expected backbone to be one of {BACKBONES}. Received: backbone={backbone!r}")
     output_stride = check_output_stride(output_stride, allowed=OUTPUT_STRIDES)
     input_shape = check_input_shape(input_shape, multiple_of=16)
-    if not isinstance(head_filters, int) or isinstance(head_filters, bool) or head_filters < 1:
-        raise ValueError(f"Expected head_filters to be a positive integer. Received: head_filters={head_filters!r}")
+    check_positive_int(head_filters, "head_filters")
     backbone_weights = check_backbone_weights(backbone_weights)
     keras = resolve_keras(keras_module)
 

@@ -25,7 +25,8 @@ import math
 
 from kerasseg.backbones import build_backbone, check_backbone_weights, check_output_stride, load_backbone_weights
 from kerasseg.backbones.resnet import STEMS
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras, upsample_bilinear
+from kerasseg.layers.blocks import (check_input_shape, check_positive_int, check_rate, conv_bn_act, resolve_keras,
+                                    upsample_bilinear)
 from kerasseg.registry import register_model
 
 __all__ = ["pspnet", "pyramid_pooling_module", "PSP_BINS"]
@@ -99,8 +100,7 @@ def pspnet(num_classes: int, input_shape=(480, 960, 3), *, backbone: str = "resn
         A functional model mapping normalised images ``(B, H, W, C)`` to logits ``(B, H, W, num_classes)`` (layer
         ``logits``), or to ``[logits, aux_logits]`` with ``aux=True``.
     """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
+    check_positive_int(num_classes, "num_classes")
     if backbone not in PSP_BACKBONES:
         raise ValueError(f"Expected backbone to be one of {PSP_BACKBONES}. Received: backbone={backbone!r}")
     output_stride = check_output_stride(output_stride, allowed=(8, 16))
@@ -115,8 +115,7 @@ def pspnet(num_classes: int, input_shape=(480, 960, 3), *, backbone: str = "resn
         raise ValueError(f"Expected stem to be one of {tuple(STEMS)}. Received: stem={stem!r}")
     if not isinstance(aux, bool):
         raise ValueError(f"Expected aux to be True or False. Received: aux={aux!r}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout!r}")
+    check_rate(dropout, "dropout")
     backbone_weights = check_backbone_weights(backbone_weights)
     keras = resolve_keras(keras_module)
 

@@ -14,7 +14,7 @@ has 29,449,355 trainable parameters (29,455,125 with 21).
 from __future__ import annotations
 
 from kerasseg.backbones.vgg import check_vgg16_weights, load_vgg16_weights, vgg16_backbone
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras
+from kerasseg.layers.blocks import check_input_shape, check_positive_int, conv_bn_act, resolve_keras
 from kerasseg.layers.unpooling import max_unpooling_class
 from kerasseg.registry import register_model
 
@@ -57,8 +57,7 @@ def segnet(num_classes: int, input_shape=(352, 480, 3), *, backbone: str = "vgg1
         carry ``keras.applications`` names (``block1_conv1``, ``block1_conv1_bn``, ...); decoder stage ``s`` has
         ``decoder{s}_unpool`` and ``decoder{s}_{i}_conv`` / ``_bn`` / ``_relu``; the classifier is ``logits``.
     """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
+    check_positive_int(num_classes, "num_classes")
     input_shape = check_input_shape(input_shape, multiple_of=32)
     if backbone != "vgg16":
         raise ValueError(f"Expected backbone='vgg16' (SegNet's encoder is VGG16). Received: backbone={backbone!r}")

@@ -13,7 +13,7 @@ and ReLU, output size equal to the input size (31,037,698 trainable parameters f
 
 from __future__ import annotations
 
-from kerasseg.blocks import check_input_shape, conv_bn_act, resolve_keras
+from kerasseg.layers.blocks import check_input_shape, check_positive_int, check_rate, conv_bn_act, resolve_keras
 from kerasseg.registry import register_model
 
 __all__ = ["unet", "unet_padded", "UNET_LEVELS", "unet_valid_output_size"]
@@ -52,12 +52,9 @@ def _nearest_valid_sizes(size: int) -> list[int]:
 
 
 def _check_common(num_classes, base_filters, dropout):
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"Expected num_classes to be a positive integer. Received: num_classes={num_classes!r}")
-    if not isinstance(base_filters, int) or isinstance(base_filters, bool) or base_filters < 1:
-        raise ValueError(f"Expected base_filters to be a positive integer. Received: base_filters={base_filters!r}")
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout!r}")
+    check_positive_int(num_classes, "num_classes")
+    check_positive_int(base_filters, "base_filters")
+    check_rate(dropout, "dropout")
 
 
 def _unet(num_classes, input_shape, *, padded, base_filters, dropout, name, keras_module):

@@ -93,7 +93,7 @@ def rebuild_tf_keras(model, *, model_name: str | None = None, builder_kwargs: di
     Raises:
         ValueError: a layer or weight shape that does not match, or outputs that differ by more than ``atol``.
     """
-    from kerasseg import get_model_info
+    from kerasseg.models.factory import get_model_info
 
     tf_keras = import_tf_keras()
     if model_name is None or builder_kwargs is None:

@@ -189,7 +189,12 @@ class FullSizeValidation(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the optimizer's current learning rate to the epoch logs as ``learning_rate`` (for CSV / TensorBoard)."""
+    """Adds the optimizer's current learning rate to the epoch logs as ``learning_rate``.
+
+    ``keras.callbacks.TensorBoard`` writes the learning rate to its event files only, on a copy of the logs; this
+    puts it in the logs themselves, so that ``History`` (the ``history`` returned by `train`) and ``CSVLogger``
+    (``history.csv``) record it too.
+    """
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -197,15 +202,16 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
 
 
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss, with a message that says what happened and what is kept.
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """``keras.callbacks.TerminateOnNaN`` that records where the loss stopped being finite.
 
-    Keras' ``TerminateOnNaN`` stops silently in non-verbose runs; this records the step so that `train` can report
-    it, and the checkpoints written before (``best.keras``, the backup) stay untouched.
+    Keras' callback stops training (checkpoints written before, ``best.keras`` and the backup, stay untouched) but
+    keeps no record of the step; this one keeps ``stopped_at = (epoch, step, loss)``, 1-based, so that `train` can
+    report it, and saves it with the callback state for an exact resume.
     """
 
     def __init__(self):
-        super().__init__()
+        super().__init__(raise_error=False)
         self.stopped_at = None
 
     def get_state(self) -> dict:
@@ -217,11 +223,11 @@ class NaNGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.stopped_at = (getattr(self, "_epoch", 0) + 1, batch + 1, float(loss))
-            self.model.stop_training = True
+        super().on_batch_end(batch, logs)
 
 
 class UnfreezeEncoder(keras.callbacks.Callback):
@@ -249,7 +255,7 @@ class UnfreezeEncoder(keras.callbacks.Callback):
 class SegmentationTensorBoard(keras.callbacks.Callback):
     """Per-class validation IoU and validation images with predicted overlays for TensorBoard.
 
-    Losses, mIoU and the learning rate are written by ``keras.callbacks.TensorBoard`` (with `LearningRateLogger`);
+    Losses, mIoU and the learning rate are written by ``keras.callbacks.TensorBoard``;
     this adds what it cannot: ``val_iou/<class>`` scalars read from the `kerasseg.metrics.MeanIoU` metric after
     validation, and ``val_overlay`` images (input, prediction overlay, ground truth overlay side by side).
 

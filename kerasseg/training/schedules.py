@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 __all__ = ["PolyDecay"]
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Polynomial ("poly") decay with optional linear warm-up.
+    """Keras' ``PolynomialDecay`` ("poly" decay) with an optional linear warm-up.
 
-    ``lr(step) = initial_lr * (1 - step / decay_steps) ** power`` after ``warmup_steps`` steps of linear increase
-    from ``warmup_start * initial_lr``; used by DeepLab (Chen et al.), PSPNet (Zhao et al.) and ERFNet with power 0.9.
+    ``lr(step) = (initial_lr - end_lr) * (1 - step / decay_steps) ** power + end_lr`` is
+    ``keras.optimizers.schedules.PolynomialDecay``; what Keras' schedule lacks is the warm-up: the first
+    ``warmup_steps`` steps scale it linearly from ``warmup_start`` to 1. Used by DeepLab (Chen et al.), PSPNet
+    (Zhao et al.) and ERFNet with power 0.9.
 
     Args:
         initial_learning_rate: peak learning rate.
@@ -37,15 +38,16 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.end_learning_rate = float(end_learning_rate)
         self.warmup_steps = int(warmup_steps)
         self.warmup_start = float(warmup_start)
+        self._decay = keras.optimizers.schedules.PolynomialDecay(
+            self.initial_learning_rate, self.decay_steps, end_learning_rate=self.end_learning_rate, power=self.power)
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        frac = tf.clip_by_value(step / float(self.decay_steps), 0.0, 1.0)
-        lr = (self.initial_learning_rate - self.end_learning_rate) * (1.0 - frac) ** self.power
-        lr += self.end_learning_rate
+        lr = self._decay(step)
         if self.warmup_steps > 0:
-            w = tf.clip_by_value(step / float(self.warmup_steps), 0.0, 1.0)
-            lr = tf.where(step < self.warmup_steps, lr * (self.warmup_start + (1.0 - self.warmup_start) * w), lr)
+            step = keras.ops.cast(step, lr.dtype)
+            w = keras.ops.clip(step / float(self.warmup_steps), 0.0, 1.0)
+            lr = keras.ops.where(step < self.warmup_steps, lr * (self.warmup_start + (1.0 - self.warmup_start) * w),
+                                 lr)
         return lr
 
     def get_config(self):

@@ -98,12 +98,12 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
     import keras
     import tensorflow as tf
 
-    import kerasseg
     from kerasseg import data as ksdata
     from kerasseg.data.class_weights import resolve_class_weights
     from kerasseg.data.formats import resolve
     from kerasseg.losses import get_loss
     from kerasseg.metrics import MeanIoU
+    from kerasseg.models.factory import build_model
     from kerasseg.saving import atomic_path, save_model
     from kerasseg.training import callbacks as kscb
     from kerasseg.training.distribute import is_chief, make_strategy, synchronize_batch_norm, worker_dir
@@ -138,7 +138,7 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
 
     h, w = cfg.crop_size or cfg.input_size
     with strategy.scope():
-        model = kerasseg.build_model(cfg.model, num_classes=num_classes, input_shape=(h, w, 3), **cfg.model_kwargs)
+        model = build_model(cfg.model, num_classes=num_classes, input_shape=(h, w, 3), **cfg.model_kwargs)
         metadata = model.kerasseg_metadata.with_dataset(class_names=classes.names, palette=classes.colors,
                                                         ignore_label=classes.ignore_label)
         metadata.extra["training"] = {"dataset": cfg.dataset, "data_dir": os.path.abspath(root),
@@ -172,8 +172,8 @@ def _train(cfg: TrainConfig, extra_callbacks: list) -> dict:
         if cfg.crop_size is not None:
             # Trained on crops, validated and saved at the full input size: the same builder at that size, whose
             # weights are refreshed from the trained network before every validation and save.
-            full_size_model = kerasseg.build_model(cfg.model, num_classes=num_classes,
-                                                   input_shape=(*cfg.input_size, 3), **cfg.model_kwargs)
+            full_size_model = build_model(cfg.model, num_classes=num_classes, input_shape=(*cfg.input_size, 3),
+                                          **cfg.model_kwargs)
             if len(full_size_model.outputs) == 2:
                 full_size_model = keras.Model(full_size_model.inputs, full_size_model.outputs[0],
                                               name=full_size_model.name)
