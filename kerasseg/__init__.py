@@ -1,6 +1,6 @@
 """kerasseg: semantic segmentation for Keras 3, from research architectures to int8 edge models."""
 
-from kerasseg.pretrained import list_pretrained, pretrained, pretrained_files
+from kerasseg.zoo import list_pretrained, pretrained, pretrained_files
 from kerasseg.registry import register_model
 from kerasseg.saving import load_model, save_model
 

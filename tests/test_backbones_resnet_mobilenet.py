@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from kerasseg.backbones import (ENDPOINTS, WEIGHT_SOURCES, build_backbone, load_backbone_weights, mobilenet_v2,
-                                resnet, stride_schedule)
+from kerasseg.backbones import ENDPOINTS, WEIGHT_SOURCES, build_backbone, load_backbone_weights, stride_schedule
+from kerasseg.backbones.mobilenet_v2 import mobilenet_v2
+from kerasseg.backbones.resnet import resnet
 from kerasseg.preprocessing import normalization_constants
 from tests.model_cases import free_keras_memory  # noqa: F401 (autouse fixture)
 

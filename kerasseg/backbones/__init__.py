@@ -6,17 +6,20 @@ name with `load_backbone_weights`. Endpoint names are nominal strides (see `kera
 """
 
 from kerasseg.backbones.common import ENDPOINTS, OUTPUT_STRIDES, check_output_stride, stride_schedule
-from kerasseg.backbones.efficientnet_lite import efficientnet_lite, mbconv_block
-from kerasseg.backbones.mobilenet_v2 import inverted_residual_block, mobilenet_v2
-from kerasseg.backbones.resnet import bottleneck_block, resnet
+# The builders keep to their modules (kerasseg.backbones.resnet.resnet, ...): a package attribute named like a
+# submodule would mean one thing after `import kerasseg.backbones` and another after `import kerasseg.backbones.resnet`.
+from kerasseg.backbones import efficientnet_lite, mobilenet_v2, resnet
+from kerasseg.backbones.efficientnet_lite import mbconv_block
+from kerasseg.backbones.mobilenet_v2 import inverted_residual_block
+from kerasseg.backbones.resnet import bottleneck_block
 from kerasseg.backbones.weights import (WEIGHT_SOURCES, WeightLoadReport, check_backbone_weights,
                                         load_backbone_weights)
 
 __all__ = [
     "ENDPOINTS", "OUTPUT_STRIDES", "check_output_stride", "stride_schedule",
-    "resnet", "bottleneck_block", "mobilenet_v2", "inverted_residual_block",
+    "bottleneck_block", "inverted_residual_block",
     "load_backbone_weights", "check_backbone_weights", "WeightLoadReport", "WEIGHT_SOURCES",
-    "build_backbone", "IMAGENET_BACKBONES", "efficientnet_lite", "mbconv_block",
+    "build_backbone", "IMAGENET_BACKBONES", "mbconv_block",
 ]
 
 # Backbones with ImageNet weights (keras.applications, or an installed package for EfficientNet-Lite0), by the name
@@ -32,7 +35,7 @@ def build_backbone(name: str, inputs, *, output_stride: int = 32, multi_grid=Non
     error rather than silently ignored.
     """
     if name in ("resnet50", "resnet101"):
-        return resnet(inputs, int(name[len("resnet"):]), output_stride=output_stride, multi_grid=multi_grid,
+        return resnet.resnet(inputs, int(name[len("resnet"):]), output_stride=output_stride, multi_grid=multi_grid,
                       stem=stem, keras_module=keras_module)
     if name in IMAGENET_BACKBONES:
         if multi_grid is not None:
@@ -41,6 +44,6 @@ def build_backbone(name: str, inputs, *, output_stride: int = 32, multi_grid=Non
         if stem != "standard":
             raise ValueError(f"Expected stem='standard' for backbone {name!r}. Received: stem={stem!r}")
         if name == "mobilenetv2":
-            return mobilenet_v2(inputs, output_stride=output_stride, keras_module=keras_module)
-        return efficientnet_lite(inputs, name, output_stride=output_stride, keras_module=keras_module)
+            return mobilenet_v2.mobilenet_v2(inputs, output_stride=output_stride, keras_module=keras_module)
+        return efficientnet_lite.efficientnet_lite(inputs, name, output_stride=output_stride, keras_module=keras_module)
     raise ValueError(f"Expected backbone to be one of {IMAGENET_BACKBONES}. Received: backbone={name!r}")

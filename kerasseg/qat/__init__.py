@@ -2,7 +2,7 @@
 
 tensorflow-model-optimization (tfmot) only accepts ``tf_keras`` models, so a trained Keras 3 model is rebuilt with
 ``tf_keras`` (its twin, `kerasseg.qat.twin`), annotated for tfmot's default 8-bit scheme with starting ranges from
-the float model (`kerasseg.qat.annotate`), fine-tuned with ``fit`` (`kerasseg.qat.fine_tune`) and converted to a
+the float model (`kerasseg.qat.annotation`), fine-tuned with ``fit`` (`kerasseg.qat.fine_tuning`) and converted to a
 full-integer, builtin-only TFLite file (`kerasseg.qat.convert`). `kerasseg.qat.workflow` runs the whole recipe on a
 dataset and compares the result with the float model and with post-training int8 (what ``tools/qat.py`` does).
 
@@ -17,9 +17,9 @@ Example::
     qat_to_tflite(qat_model, "erfnet_qat_int8.tflite", metadata=model.kerasseg_metadata)
 """
 
-from kerasseg.qat.annotate import annotate, calibrate_ranges, quantize_aware
+from kerasseg.qat.annotation import annotate, calibrate_ranges, quantize_aware
 from kerasseg.qat.convert import check_target, qat_to_tflite, qat_to_tflite_bytes
-from kerasseg.qat.fine_tune import fine_tune, int8_scorer, masked_sparse_crossentropy
+from kerasseg.qat.fine_tuning import fine_tune, int8_scorer, masked_sparse_crossentropy
 from kerasseg.qat.twin import (builder_kwargs_of, fold_transposed_batchnorm, inbound_layers, is_tf_keras_model,
                                layer_nodes, rebuild_tf_keras, restore_input_order, source_name)
 from kerasseg.qat.workflow import (ComparisonResult, QATResult, QATSettings, RecalibrationResult, compare,

@@ -28,9 +28,9 @@ import os
 
 import numpy as np
 
-from kerasseg.qat.annotate import quantize_aware
+from kerasseg.qat.annotation import quantize_aware
 from kerasseg.qat.convert import check_target, qat_to_tflite
-from kerasseg.qat.fine_tune import fine_tune, int8_scorer
+from kerasseg.qat.fine_tuning import fine_tune, int8_scorer
 
 __all__ = ["QATSettings", "RecalibrationResult", "ComparisonResult", "QATResult", "recalibrate", "compare",
            "write_report", "report_path", "run_qat",
