@@ -18,7 +18,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kerasseg.export.check import TARGETS
+    from kerasseg.export.compat import TARGETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help=".tflite files")
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.sram_budget_kib is not None and args.sram_budget_kib <= 0:
         parser.error(f"Expected --sram-budget-kib > 0. Received: --sram-budget-kib={args.sram_budget_kib}")
-    from kerasseg.export.check import check
+    from kerasseg.export.compat import check
     from kerasseg.export.gpu import GpuUnavailableError
 
     reports = []

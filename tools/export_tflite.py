@@ -23,7 +23,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kerasseg.export.check import TARGETS
+    from kerasseg.export.compat import TARGETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="the trained .keras model")

@@ -65,7 +65,7 @@ def run(args) -> dict:
     from kerasseg.evaluation import paired_bootstrap
     from kerasseg.evaluation.compare import compare_keras_tflite
     from kerasseg.export import qat
-    from kerasseg.export.check import check
+    from kerasseg.export.compat import check
     from kerasseg.export.datasets import export_data
     from kerasseg.export.tflite import to_tflite
     from kerasseg.saving import atomic_path, load_model
