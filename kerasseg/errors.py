@@ -1,7 +1,7 @@
 """Exception types of kerasseg.
 
-Each subclasses the built-in exception callers already catch (``ValueError``, ``TypeError``, ``RuntimeError``), so code written
-against the built-in types keeps working; `KerasSegError` catches every one of them.
+Each subclasses the built-in exception callers already catch (``ValueError``, ``TypeError``, ``RuntimeError``), so
+code written against the built-in types keeps working; `KerasSegError` catches every one of them.
 """
 
 from __future__ import annotations

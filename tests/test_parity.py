@@ -1,4 +1,5 @@
-"""Parity harness (kerasseg.export.parity in kerasseg.export.harness, tools/parity.py): every runtime scored by the same code, bounds, table."""
+"""Parity harness (kerasseg.export.parity in kerasseg.export.harness, tools/parity.py): every runtime scored by the
+same code, bounds, table."""
 
 import importlib
 import json

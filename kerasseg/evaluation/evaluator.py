@@ -10,8 +10,7 @@ import dataclasses
 import json
 import math
 import os
-import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 

@@ -12,6 +12,7 @@ from kerasseg.errors import AccuracyDropError
 from kerasseg.evaluation.compare import compare_keras_tflite
 from kerasseg.evaluation.deprecation import renamed_arguments
 from kerasseg.export.conversion import to_tflite
+from kerasseg.export.harness import MIOU_BOUNDS
 from kerasseg.export.heads import output_layer
 from kerasseg.export.metadata import embed_metadata
 from kerasseg.export.options import TFLITE_MODES, check_choice, export_metadata
@@ -53,9 +54,9 @@ def export_verified(model, path, mode: str = "fp32", *, data, representative_dat
         ``tflite_bytes``, ``accepted`` (bool) and ``forced`` (bool).
 
     Raises:
-        AccuracyDropError: (a ``ValueError`` and a ``RuntimeError``) the drop exceeds ``max_miou_drop`` and ``force`` is false; nothing is written.
+        AccuracyDropError: (a ``ValueError`` and a ``RuntimeError``) the drop exceeds ``max_miou_drop`` and
+            ``force`` is false; nothing is written.
     """
-    from kerasseg.export.harness import MIOU_BOUNDS
     from kerasseg.layers.argmax import ArgMax
 
     path = os.fspath(path)
@@ -103,8 +104,8 @@ def export_verified(model, path, mode: str = "fp32", *, data, representative_dat
                                    "max_abs_logit_error", "num_images", "forced")}
         # The embedded record carries the same figures as the sidecar.
         with open(tmp_path, "rb") as f:
-            data = embed_metadata(f.read(), written)
-        write_with_sidecar(path, data, written)
+            model_data = embed_metadata(f.read(), written)
+        write_with_sidecar(path, model_data, written)
         return report
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -8,7 +8,8 @@ on `read_model`; `tflite_ops`, `custom_ops` and `float_tensors` are the summarie
 from __future__ import annotations
 
 import dataclasses
-import os
+
+from kerasseg.runtimes.inputs import file_bytes
 
 __all__ = ["FLOAT_TYPES", "Tensor", "Operator", "Subgraph", "model_bytes", "schema", "enum_names", "read_model",
            "tflite_ops", "custom_ops", "float_tensors"]
@@ -75,16 +76,7 @@ def model_bytes(model) -> bytes:
         FileNotFoundError: a missing file.
         ValueError: data that is not a TFLite flatbuffer.
     """
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        data = bytes(model)
-        source = "the given bytes"
-    else:
-        path = os.fspath(model)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Expected an existing .tflite file. Received: path={path!r}")
-        with open(path, "rb") as f:
-            data = f.read()
-        source = repr(path)
+    data, source = file_bytes(model, ".tflite")
     # Every TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ValueError(f"Expected a TFLite flatbuffer (file identifier 'TFL3'). Received: {source}, "

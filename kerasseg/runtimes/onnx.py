@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from kerasseg.runtimes.inputs import file_bytes, image_batch
 
 __all__ = ["ONNXModel", "session"]
 
@@ -34,14 +34,7 @@ class ONNXModel:
     """
 
     def __init__(self, model, *, num_threads: int | None = None):
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            data = bytes(model)
-        else:
-            path = os.fspath(model)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"Expected an existing .onnx file. Received: path={path!r}")
-            with open(path, "rb") as f:
-                data = f.read()
+        data, _ = file_bytes(model, ".onnx")
         try:
             self.session = session(data, num_threads)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable models
@@ -59,12 +52,6 @@ class ONNXModel:
 
     def __call__(self, images) -> np.ndarray:
         """Float32 scores ``(B, H, W, K)`` (or labels ``(B, H, W)``) of normalised images, one image at a time."""
-        batch = np.asarray(images, np.float32)
-        single = batch.ndim == 3
-        if single:
-            batch = batch[None]
-        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
-            raise ValueError(f"Expected images of shape (B, {', '.join(map(str, self.input_shape))}) or "
-                             f"{self.input_shape}. Received: images of shape {np.shape(images)}")
+        batch, single = image_batch(images, self.input_shape)
         out = np.concatenate([self.session.run(None, {self._input: image[None]})[0] for image in batch])
         return out[0] if single else out

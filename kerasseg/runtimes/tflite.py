@@ -14,6 +14,7 @@ import numpy as np
 from kerasseg.errors import InvalidFileError
 from kerasseg.preprocessing import ModelMetadata
 from kerasseg.runtimes.flatbuffer import model_bytes
+from kerasseg.runtimes.inputs import image_batch
 
 __all__ = ["TFLiteModel", "interpreter", "single_io", "quantization", "io_details", "sidecar_path", "read_sidecar"]
 
@@ -145,13 +146,7 @@ class TFLiteModel:
             Float32 scores ``(B, H, W, K)`` (logits or probabilities, dequantised), or int32 labels ``(B, H, W)``
             for a label head; without the batch axis when a single image was given.
         """
-        batch = np.asarray(images, np.float32)
-        single = batch.ndim == 3
-        if single:
-            batch = batch[None]
-        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
-            raise ValueError(f"Expected images of shape (B, {', '.join(map(str, self.input_shape))}) or "
-                             f"{self.input_shape}. Received: images of shape {np.shape(images)}")
+        batch, single = image_batch(images, self.input_shape)
         results = []
         if self._pixels is not None:
             batch = batch * self._pixels[1] + self._pixels[0]
