@@ -86,6 +86,7 @@ class PairedScores:
                                  "confusion_matrix": self.confusion[n].matrix.tolist()} for n in self.names}}
 
 
+
 def check_max_images(max_images) -> int | None:
     """``max_images`` as an int, or ``None``; a ``ValueError`` unless it is a positive integer or ``None``."""
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, (int, np.integer))

@@ -103,6 +103,9 @@ class Finding:
     op_index: int | None = None
     tensor: str | None = None
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
 
 @dataclasses.dataclass
 class CompatibilityReport:
@@ -159,7 +162,7 @@ class CompatibilityReport:
         out.update(gpu=self.gpu.to_dict() if self.gpu is not None else None,
                    vela=self.vela.to_dict() if self.vela is not None else None)
         out.update(ok=self.ok, required_rules=list(self.required_rules),
-                   failures=[dataclasses.asdict(f) for f in self.failures])
+                   failures=[f.to_dict() for f in self.failures])
         return out
 
     def to_json(self) -> str:

@@ -99,6 +99,17 @@ class ParityRow:
     within_bound: bool | None
     delta_interval: list | None = None
 
+    def to_dict(self) -> dict:
+        """The fields as JSON-ready values (non-finite numbers as ``None``)."""
+        def clean(v):
+            if isinstance(v, float) and not np.isfinite(v):
+                return None
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return {k: clean(v) for k, v in dataclasses.asdict(self).items()}
+
 
 @dataclasses.dataclass
 class ParityResult:
@@ -134,17 +145,10 @@ class ParityResult:
         raise KeyError(f"Expected one of {[r.name for r in self.rows]}. Received: name={name!r}")
 
     def to_dict(self) -> dict:
-        def clean(v):
-            if isinstance(v, float) and not np.isfinite(v):
-                return None
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
-
         return {"ok": self.ok, "num_images": self.num_images, "class_names": self.class_names,
                 "num_threads": self.num_threads, "bounds": MIOU_BOUNDS, "int8_goal": INT8_GOAL,
                 "qat_vs_int8": self.qat_vs_int8, "float_layers": self.float_layers,
-                "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
