@@ -165,3 +165,28 @@ def resolve_model(model, arg: str = "model"):
             f"representative_data=...)")
     raise NotAModelError(f"Expected {arg} to be a Keras 3 model or a path to a .keras file. Received: "
                          f"{arg}={model!r:.80} of type {type(model).__name__}")
+
+
+def write_with_sidecar(path, data: bytes, metadata: ModelMetadata) -> str:
+    """Writes an exported model's bytes and its ``ModelMetadata`` sidecar JSON, both atomically.
+
+    The sidecar goes to ``os.path.splitext(path)[0] + ".json"``. Both temporary files are complete before either is
+    renamed, and the sidecar lands first, so that a model file is never newer than its description.
+
+    Args:
+        path: destination of the model (``.tflite``, ``.onnx``...).
+        data: the model bytes.
+        metadata: the record written as the sidecar.
+
+    Returns:
+        ``path``.
+    """
+    path = os.fspath(path)
+    json_path = os.path.splitext(path)[0] + ".json"
+    # Nested context managers exit inner first: the sidecar's rename happens before the model's.
+    with atomic_path(path) as tmp_model, atomic_path(json_path, suffix=".json") as tmp_json:
+        with open(tmp_model, "wb") as f:
+            f.write(data)
+        with open(tmp_json, "w", encoding="utf-8") as f:
+            f.write(metadata.to_json())
+    return path

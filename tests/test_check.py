@@ -1,4 +1,4 @@
-"""Edge-compatibility report (kerasseg.export.check, tools/check_tflite.py) and export with a target."""
+"""Edge-compatibility report (kerasseg.export.check in kerasseg.export.compat, tools/check_tflite.py) and export with a target."""
 
 import json
 import os

@@ -425,3 +425,45 @@ def test_label_image_keeps_indices(tmp_path):
     label_image(wide).save(tmp_path / "w.png")
     with Image.open(tmp_path / "w.png") as im:
         np.testing.assert_array_equal(np.asarray(im), wide)
+
+
+def test_score_pairs_counts_every_runtime_on_the_same_pairs():
+    from kerasseg.evaluation import Prediction, score_pairs
+
+    labels = np.array([[[0, 1], [1, 255]]] * 3)
+    images = np.zeros((3, 2, 2, 3), np.float32)
+    exact = lambda image, size: Prediction(np.where(labels[0] == 255, 0, labels[0]), np.ones((2, 2, 2)))  # noqa: E731
+    wrong = lambda image, size: Prediction(np.zeros(size, np.int64), np.full((2, 2, 2), 1.5))  # noqa: E731
+    counted = score_pairs(list(zip(images, labels)), {"a": exact, "b": wrong, "c": lambda i, s: np.zeros(s, int)},
+                          num_classes=2, max_images=2, per_image=True)
+    assert counted.num_images == 2 and counted.num_scored == 6
+    np.testing.assert_array_equal(counted.confusion["a"].matrix, [[2, 0], [0, 4]])
+    np.testing.assert_array_equal(counted.confusion["b"].matrix, [[2, 0], [4, 0]])
+    assert counted.agreement == {"a": 1.0, "b": 2 / 6, "c": 2 / 6}
+    assert counted.max_abs_error == {"a": 0.0, "b": 0.5, "c": None}
+    assert counted.image_confusion["a"].shape == (2, 2, 2)
+    assert counted.to_dict()["runtimes"]["b"]["confusion_matrix"] == [[2, 0], [4, 0]]
+    with pytest.raises(ValueError, match="label size"):
+        score_pairs(list(zip(images, labels)), {"a": lambda i, s: np.zeros((3, 3), int)}, num_classes=2)
+    with pytest.raises(ValueError, match="scored pixels"):
+        score_pairs([(images[0], np.full((2, 2), 255))], {"a": exact}, num_classes=2, require_scored=True)
+
+
+def test_one_name_per_concept():
+    import kerasseg.evaluation as evaluation
+    import kerasseg.export as export
+    from kerasseg.errors import AccuracyDropError, KerasSegError
+    from kerasseg.evaluation.inference import OUTPUTS
+    from kerasseg.runtimes import OUTPUT_HEADS
+
+    assert export.OUTPUT_HEADS is OUTPUT_HEADS is OUTPUTS is evaluation.OUTPUT_HEADS
+    assert export.MODES is export.TFLITE_MODES and evaluation.MODES is evaluation.INFERENCE_MODES
+    assert issubclass(AccuracyDropError, (ValueError, RuntimeError, KerasSegError))
+    for error in (export.EdgeCompatibilityError, export.ONNXMismatchError, export.GpuUnavailableError):
+        assert issubclass(error, KerasSegError)
+    assert callable(export.check) and callable(export.parity)
+    # The functions' modules have their own names, so no attribute of kerasseg.export hides a module.
+    from kerasseg.export.compat import check
+    from kerasseg.export.harness import parity
+
+    assert check is export.check and parity is export.parity

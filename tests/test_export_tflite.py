@@ -333,7 +333,7 @@ def test_export_verified_accepts_refuses_and_forces(random_model, tmp_path):
     data = list(zip(images, labels))
     target = tmp_path / "out" / "m.tflite"
 
-    report = export_verified(random_model, target, "fp32", eval_data=data, max_miou_drop=0.1)
+    report = export_verified(random_model, target, "fp32", data=data, max_miou_drop=0.1)
     assert report["accepted"] and not report["forced"] and report["num_images"] == 3
     assert report["pixel_agreement"] > 0.999 and report["max_abs_logit_error"] < 1e-4
     assert abs(report["miou_drop"]) < 0.1
@@ -344,11 +344,11 @@ def test_export_verified_accepts_refuses_and_forces(random_model, tmp_path):
     # An impossible bound (TFLite must beat Keras by 100 points) is refused and writes nothing.
     refused = tmp_path / "refused" / "m.tflite"
     with pytest.raises(AccuracyDropError, match="was not written") as info:
-        export_verified(random_model, refused, "fp32", eval_data=data, max_miou_drop=-100)
+        export_verified(random_model, refused, "fp32", data=data, max_miou_drop=-100)
     assert info.value.report["accepted"] is False and info.value.report["tflite_bytes"] > 0
     assert os.listdir(refused.parent) == []
 
-    forced = export_verified(random_model, refused, "fp32", eval_data=data, max_miou_drop=-100, force=True)
+    forced = export_verified(random_model, refused, "fp32", data=data, max_miou_drop=-100, force=True)
     assert forced["forced"] and not forced["accepted"]
     assert read_sidecar(refused).extra["export"]["evaluation"]["forced"] is True
     assert sorted(os.listdir(refused.parent)) == ["m.json", "m.tflite"]
@@ -491,6 +491,6 @@ def test_export_verified_uses_the_mode_bound(random_model, tmp_path):
 
     rng = np.random.default_rng(8)
     data = list(zip(rng.normal(size=(2, H, W, 3)).astype(np.float32), rng.integers(0, 4, size=(2, H, W))))
-    report = export_verified(random_model, tmp_path / "m.tflite", "fp16", eval_data=data)
+    report = export_verified(random_model, tmp_path / "m.tflite", "fp16", data=data)
     assert report["max_miou_drop"] == MIOU_BOUNDS["fp16"] == 0.1
     assert report["accepted"] == (report["miou_drop"] <= 0.1)

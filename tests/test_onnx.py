@@ -87,7 +87,7 @@ def test_host_upsample_exports_reduced_logits(tmp_path):
 
 
 def test_a_disagreeing_runtime_is_refused(erfnet, tmp_path, monkeypatch):
-    real_session = onnx_export._session
+    real_session = onnx_export.session
 
     class Skewed:
         """An onnxruntime session whose outputs are off by one."""
@@ -101,7 +101,7 @@ def test_a_disagreeing_runtime_is_refused(erfnet, tmp_path, monkeypatch):
         def run(self, names, feeds):
             return [out + 1.0 for out in self._session.run(names, feeds)]
 
-    monkeypatch.setattr(onnx_export, "_session", lambda data, num_threads=None: Skewed(real_session(data)))
+    monkeypatch.setattr(onnx_export, "session", lambda data, num_threads=None: Skewed(real_session(data)))
     with pytest.raises(ONNXMismatchError, match="within") as info:
         to_onnx(erfnet, tmp_path / "skewed.onnx")
     assert info.value.max_abs_error == pytest.approx(1.0, abs=1e-4)

@@ -1,4 +1,5 @@
-"""Parity harness (kerasseg.export.parity, tools/parity.py): every runtime scored by the same code, bounds, table."""
+"""Parity harness (kerasseg.export.parity in kerasseg.export.harness, tools/parity.py): every runtime scored by the
+same code, bounds, table."""
 
 import importlib
 import json
@@ -12,8 +13,8 @@ import pytest
 import kerasseg
 from kerasseg.export import MIOU_BOUNDS, parity
 
-# `kerasseg.export.parity` is the function; the module of the same name is reached through importlib.
-parity_module = importlib.import_module("kerasseg.export.parity")
+# `kerasseg.export.parity` is the function; its module is `kerasseg.export.harness`.
+parity_module = importlib.import_module("kerasseg.export.harness")
 from kerasseg.preprocessing import normalize_np
 
 H, W = 32, 64
@@ -244,3 +245,30 @@ def test_benchmark_export_and_latency_table(tmp_path, capsys):
     assert data["matmul_peak"]["gflops"] > 0
     assert benchmark.main(["latency", "--dir", str(tmp_path / "nowhere")]) == 2
     assert benchmark.main(["export", "--output-dir", str(tmp_path / "x"), "--modes", "int4"]) == 2
+
+
+def test_parity_compare_and_evaluate_count_the_same_confusions(colours, result):
+    """The three scorers share one paired loop: the same images give the same matrices, whichever asks."""
+    from kerasseg.evaluation import compare_keras_tflite, evaluate, keras_predict_fn
+    from kerasseg.runtimes import TFLiteModel
+
+    model, _ = colours
+    x_val, y_val = _scenes(6, 1)
+    data = list(zip(x_val, y_val))
+    fp32 = result.row("tflite-fp32")
+    compared = compare_keras_tflite(model, fp32.path, data, 3, 255, per_image=True)
+    keras_eval = evaluate(keras_predict_fn(model), data, num_classes=3)
+    lite_eval = evaluate(TFLiteModel(fp32.path), data, num_classes=3)
+    np.testing.assert_array_equal(compared["keras_confusions"].sum(0), keras_eval.confusion)
+    np.testing.assert_array_equal(compared["tflite_confusions"].sum(0), lite_eval.confusion)
+    assert compared["keras_miou"] == result.row("keras").miou == keras_eval.miou
+    assert compared["tflite_miou"] == fp32.miou == lite_eval.miou
+    assert compared["pixel_agreement"] == fp32.pixel_agreement
+
+
+def test_old_argument_names_still_work_with_a_warning(colours):
+    model, _ = colours
+    with pytest.warns(DeprecationWarning, match="eval_data"), pytest.raises(ValueError, match="max_images"):
+        parity(model, eval_data=[], max_images=0, variants=("fp32",), verbose=False)
+    with pytest.raises(TypeError, match="not both"):
+        parity(model, [], eval_data=[], verbose=False)

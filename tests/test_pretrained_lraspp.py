@@ -19,7 +19,7 @@ def model():
 
 
 def test_files_fit_the_budget_and_the_int8_file_is_fully_integer():
-    from kerasseg.export.check import check
+    from kerasseg.export.compat import check
 
     files = kerasseg.pretrained_files(NAME)
     assert set(files) == {"keras", "tflite_int8", "sidecar"}

@@ -91,3 +91,8 @@ def test_paired_bootstrap_rejects_bad_arguments(kwargs, match):
 def test_image_confusions_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"labels \(2, 4\) and predictions \(2, 5\)"):
         image_confusions(np.zeros((2, 4)), np.zeros((2, 5)), C)
+
+
+def test_confusion_matrix_to_dict():
+    cm = ConfusionMatrix(2, 255).update(np.array([[0, 1], [255, 1]]), np.array([[0, 0], [1, 1]]))
+    assert cm.to_dict() == {"num_classes": 2, "ignore_label": 255, "matrix": [[1, 0], [1, 1]], "miou": 0.5}

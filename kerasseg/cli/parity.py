@@ -23,7 +23,7 @@ import sys
 from kerasseg.cli.common import (add_data_dir, add_dataset, add_host_upsample, add_json, add_model_file,
                                  add_num_calibration, add_threads, at_least, import_device_runtime, tool_parser,
                                  write_text)
-from kerasseg.export.parity import QUANT_VARIANTS, VARIANTS
+from kerasseg.export.harness import QUANT_VARIANTS, VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:

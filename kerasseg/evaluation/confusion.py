@@ -111,3 +111,9 @@ class ConfusionMatrix:
     @property
     def miou(self) -> float:
         return self.scores()["miou"]
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the class count, the ignore label, the counts and the mIoU (``None`` when undefined)."""
+        miou = float(self.miou)
+        return {"num_classes": self.num_classes, "ignore_label": self.ignore_label, "matrix": self.matrix.tolist(),
+                "miou": miou if np.isfinite(miou) else None}

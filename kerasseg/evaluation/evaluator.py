@@ -10,15 +10,13 @@ import dataclasses
 import json
 import math
 import os
-import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from kerasseg.evaluation.boundary import band_labels
-from kerasseg.evaluation.confusion import ConfusionMatrix, image_confusions, scores_from_confusion
-from kerasseg.evaluation.inference import DEFAULT_SCALES, MODES, as_pair, predict_logits, tile_size
-from kerasseg.evaluation.progress import progress_bar
+from kerasseg.evaluation.confusion import scores_from_confusion
+from kerasseg.evaluation.inference import DEFAULT_SCALES, INFERENCE_MODES, as_pair, predict_logits, tile_size
+from kerasseg.evaluation.paired import check_max_images, score_pairs
 
 __all__ = ["EvaluationResult", "evaluate"]
 
@@ -174,33 +172,6 @@ class EvaluationResult:
             return cls.from_dict(json.load(f))
 
 
-def _to_numpy(x) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-
-
-def _pairs(data) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """Yields unbatched ``(image (H, W, C), label (H, W))`` pairs from batched or unbatched elements."""
-    for index, element in enumerate(data):
-        if isinstance(element, dict) or not isinstance(element, (tuple, list)) or len(element) != 2:
-            raise ValueError(f"Expected dataset elements to be (image, label) pairs. Received: element {index} of "
-                             f"type {type(element).__name__}")
-        image, label = _to_numpy(element[0]), _to_numpy(element[1])
-        if image.ndim == 3:
-            image, label = image[None], label[None]
-        if label.ndim == 4 and label.shape[-1] == 1:
-            label = label[..., 0]
-        if image.ndim != 4 or label.ndim != 3 or image.shape[:3] != label.shape:
-            raise ValueError(f"Expected images (H, W, C) or (B, H, W, C) with labels (H, W) or (B, H, W) of the same "
-                             f"size. Received: image of shape {image.shape} and label of shape {label.shape} "
-                             f"(element {index})")
-        if not np.issubdtype(label.dtype, np.integer):
-            if not np.all(label == np.round(label)):
-                raise ValueError(f"Expected integer labels. Received: labels of dtype {label.dtype} with "
-                                 f"fractional values (element {index})")
-            label = label.astype(np.int64)
-        yield from zip(image, label)
-
-
 def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int | None = 255,
              class_names: Sequence[str] | None = None, mode: str = "whole", input_size=None,
              scales: Sequence[float] = DEFAULT_SCALES, flip: bool | None = None, stride=None,
@@ -220,7 +191,7 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
         class_names: one name per class (class indices when omitted).
         mode, input_size, scales, flip, stride, output, batch_size: as in `predict_logits`.
         max_images: stop after this many images.
-        progress: show a progress bar on stderr (tqdm when installed, a text counter otherwise).
+        progress: show a `keras.utils.Progbar` of the images.
         refine: called as ``refine(probabilities, image)`` with each image's ``(H, W, C)`` probabilities and the
             normalised image, returns refined probabilities; e.g. ``DenseCRF().for_normalized_images(mean, std)``
             (`kerasseg.evaluation.crf`). Its ``settings()``, if any, are recorded under ``settings["refine"]``.
@@ -241,58 +212,24 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"Expected {num_classes} class names (num_classes). Received: {len(class_names)} names "
                          f"{list(class_names)}")
-    if max_images is not None and (isinstance(max_images, bool) or int(max_images) != max_images or max_images < 1):
-        raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
-    if mode not in MODES:
-        raise ValueError(f"Expected mode to be one of {MODES}. Received: mode={mode!r}")
+    check_max_images(max_images)
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"Expected mode to be one of {INFERENCE_MODES}. Received: mode={mode!r}")
     if refine is not None and not callable(refine):
         raise ValueError(f"Expected refine to be callable as refine(probabilities, image). Received: refine={refine!r}")
-    if not isinstance(per_image, bool):
-        raise ValueError(f"Expected per_image to be True or False. Received: per_image={per_image!r}")
-    if boundary_width is not None and (isinstance(boundary_width, bool) or int(boundary_width) != boundary_width
-                                       or boundary_width < 0):
-        raise ValueError(f"Expected boundary_width to be a non-negative integer or None. Received: "
-                         f"boundary_width={boundary_width!r}")
     input_size = tile_size(predict_fn, input_size)
     if stride is not None:
         stride = as_pair(stride, "stride")
     kwargs = dict(input_size=input_size, mode=mode, scales=scales, flip=flip, stride=stride,
                   num_classes=num_classes, output=output, batch_size=batch_size, probabilities=refine is not None)
-    confusion = ConfusionMatrix(num_classes, ignore_label)
-    boundary = None if boundary_width is None else ConfusionMatrix(num_classes, ignore_label)
-    images, boundary_images = [], []
-    total = None
-    if hasattr(data, "__len__"):
-        try:
-            total = len(data)
-        except TypeError:  # a tf.data.Dataset of unknown cardinality
-            total = None
-    if max_images is not None:
-        total = max_images if total is None else min(total, max_images)
-    count = 0
-    start = time.perf_counter()
-    with progress_bar(total, desc="evaluating", enabled=progress) as bar:
-        for image, label in _pairs(data):
-            scores = predict_logits(predict_fn, image, **kwargs)
-            if refine is not None:
-                scores = refine(scores, image)
-            prediction = np.argmax(scores, axis=-1)
-            confusion.update(label, prediction)
-            if per_image:
-                images.append(image_confusions(label[None], prediction[None], num_classes, ignore_label)[0])
-            if boundary is not None:
-                band = band_labels(label, int(boundary_width), num_classes, ignore_label)
-                boundary.update(band, prediction)
-                if per_image:
-                    boundary_images.append(image_confusions(band[None], prediction[None], num_classes,
-                                                            ignore_label)[0])
-            count += 1
-            bar.update(1)
-            if max_images is not None and count >= max_images:
-                break
-    if count == 0:
-        raise ValueError("Expected at least one (image, label) pair. Received: an empty dataset")
-    seconds = time.perf_counter() - start
+
+    def predict(image, size):
+        scores = predict_logits(predict_fn, image, **kwargs)
+        return scores if refine is None else refine(scores, image)
+
+    counted = score_pairs(data, {"model": predict}, num_classes=num_classes, ignore_label=ignore_label,
+                          max_images=max_images, per_image=per_image, boundary_width=boundary_width,
+                          progress=progress)
     settings = {"mode": mode, "flip": bool(mode == "multiscale" if flip is None else flip),
                 "input_size": list(input_size)}
     if mode != "whole":
@@ -301,10 +238,12 @@ def evaluate(predict_fn: Callable, data, *, num_classes: int, ignore_label: int 
         settings["scales"] = [float(s) for s in (scales if isinstance(scales, (list, tuple)) else [scales])]
     if refine is not None:
         settings["refine"] = refine.settings() if callable(getattr(refine, "settings", None)) else repr(refine)
-    if boundary is not None:
+    if boundary_width is not None:
         settings["boundary_width"] = int(boundary_width)
-    return EvaluationResult(confusion=confusion.matrix.copy(), class_names=list(class_names) if class_names else None,
-                            ignore_label=ignore_label, num_images=count, settings=settings, seconds=seconds,
-                            boundary_confusion=None if boundary is None else boundary.matrix.copy(),
-                            image_confusion=np.stack(images) if per_image else None,
-                            image_boundary_confusion=np.stack(boundary_images) if boundary_images else None)
+    boundary = counted.boundary_confusion
+    return EvaluationResult(confusion=counted.confusion["model"].matrix.copy(),
+                            class_names=list(class_names) if class_names else None, ignore_label=ignore_label,
+                            num_images=counted.num_images, settings=settings, seconds=counted.seconds,
+                            boundary_confusion=None if boundary is None else boundary["model"].matrix.copy(),
+                            image_confusion=counted.image_confusion["model"] if per_image else None,
+                            image_boundary_confusion=(counted.image_boundary_confusion or {}).get("model"))

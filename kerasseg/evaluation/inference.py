@@ -3,8 +3,9 @@
 Everything here works through a *predict function*: any callable that maps a float32 batch ``(B, h, w, 3)`` of
 normalised images at the model's static input size to scores ``(B, h, w, C)`` (logits or probabilities) or to
 integer label maps ``(B, h, w)``. An optional ``input_shape`` attribute ``(h, w, channels)`` lets the functions
-below find the input size themselves. `keras_predict_fn` adapts a Keras model; the TFLite runner
-(`kerasseg.export.tflite.TFLiteModel`) already has this interface, and so can any ONNX or other runtime wrapper.
+below find the input size themselves. `keras_predict_fn` adapts a Keras model; the TFLite and ONNX runners
+(`kerasseg.runtimes.TFLiteModel`, `kerasseg.runtimes.ONNXModel`) already have this interface, and so can any other
+runtime wrapper.
 Because Keras, TFLite and ONNX models all go through the same code, their scores differ only by the models.
 
 Modes:
@@ -29,67 +30,25 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["MODES", "OUTPUTS", "DEFAULT_SCALES", "KerasPredictor", "keras_predict_fn", "predict_logits",
-           "predict_labels", "window_starts"]
+from kerasseg.runtimes import OUTPUT_HEADS
+from kerasseg.runtimes.keras import KerasPredictor, keras_predict_fn
 
-MODES = ("whole", "slide", "multiscale")
-OUTPUTS = ("logits", "probabilities", "labels")
+__all__ = ["INFERENCE_MODES", "MODES", "OUTPUT_HEADS", "OUTPUTS", "DEFAULT_SCALES", "KerasPredictor",
+           "keras_predict_fn", "predict_logits", "predict_labels", "window_starts", "resize", "softmax", "as_pair",
+           "tile_size"]
+
+# How an image of any size is predicted; not the TFLite export modes of `kerasseg.export`.
+INFERENCE_MODES = ("whole", "slide", "multiscale")
+MODES = INFERENCE_MODES  # the older name
+OUTPUTS = OUTPUT_HEADS  # the older name
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-class KerasPredictor:
-    """Predict function of a Keras model: numpy batch in, float32 scores (or integer labels) out.
-
-    The forward pass runs in one ``tf.function`` whose input signature has a free batch axis, so tiles and images
-    of the model's input size never cause retracing.
-
-    Args:
-        model: a Keras model with one image input; when it has several outputs (e.g. auxiliary heads) the first
-            is used.
-
-    Attributes:
-        input_shape: ``(height, width, channels)`` of the model input (``None`` for a dynamic dimension).
-    """
-
-    def __init__(self, model):
-        import tensorflow as tf
-
-        if not getattr(model, "inputs", None) or len(model.inputs) != 1:
-            raise ValueError(f"Expected a Keras model with one image input. Received: {type(model).__name__} with "
-                             f"inputs {getattr(model, 'inputs', None)}")
-        shape = tuple(model.inputs[0].shape)
-        if len(shape) != 4:
-            raise ValueError(f"Expected a model input of shape (batch, height, width, channels). Received: input "
-                             f"shape {shape}")
-        self.model = model
-        self.input_shape = tuple(None if d is None else int(d) for d in shape[1:])
-
-        @tf.function(input_signature=[tf.TensorSpec((None,) + self.input_shape, tf.float32)])
-        def forward(images):
-            out = model(images, training=False)
-            if isinstance(out, dict):
-                out = next(iter(out.values()))
-            if isinstance(out, (list, tuple)):
-                out = out[0]
-            # Mixed-precision models output float16: average and resize in float32.
-            return tf.cast(out, tf.float32) if out.dtype.is_floating else out
-
-        self._forward = forward
-
-    def __call__(self, images) -> np.ndarray:
-        return self._forward(np.asarray(images, np.float32)).numpy()
-
-
-def keras_predict_fn(model) -> KerasPredictor:
-    """The predict function of a Keras model (see `KerasPredictor`)."""
-    return KerasPredictor(model)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
 
-def _resize(array: np.ndarray, size, method: str = "bilinear") -> np.ndarray:
+def resize(array: np.ndarray, size, method: str = "bilinear") -> np.ndarray:
     """Resizes ``(H, W, C)`` to ``size`` (TensorFlow's half-pixel bilinear, as in training and the model heads)."""
     if tuple(array.shape[:2]) == tuple(size):
         return array
@@ -98,12 +57,14 @@ def _resize(array: np.ndarray, size, method: str = "bilinear") -> np.ndarray:
     return tf.image.resize(np.ascontiguousarray(array), size, method=method).numpy().astype(array.dtype, copy=False)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (numpy; the scores of one image never need a graph)."""
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
 def as_pair(value, arg: str) -> tuple[int, int]:
+    """``(height, width)`` of an int or a pair; a ``ValueError`` naming ``arg`` otherwise."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = (value, value)
     try:
@@ -160,7 +121,7 @@ class _Runner:
             scores = (raw[..., None] == np.arange(self.num_classes)).astype(np.float32)
             if scores.shape[1:3] != self.tile:
                 # Nearest neighbour keeps one-hot maps one-hot.
-                scores = np.stack([_resize(s, self.tile, "nearest") for s in scores])
+                scores = np.stack([resize(s, self.tile, "nearest") for s in scores])
             return scores
         if raw.ndim != 4 or raw.shape[0] != len(batch):
             raise ValueError(f"Expected predict_fn to return scores of shape ({len(batch)}, h, w, num_classes) or "
@@ -173,17 +134,17 @@ class _Runner:
         scores = raw.astype(np.float32, copy=False)
         if scores.shape[1:3] != self.tile:
             # A head that predicts at a lower resolution: bring it to the tile size like a model head would.
-            scores = np.stack([_resize(s, self.tile) for s in scores])
+            scores = np.stack([resize(s, self.tile) for s in scores])
         return scores
 
     def as_probabilities(self, scores: np.ndarray) -> np.ndarray:
-        return _softmax(scores) if self.output == "logits" else scores
+        return softmax(scores) if self.output == "logits" else scores
 
     # ---------------------------------------------------------------------------------------------- the modes
 
     def whole(self, image: np.ndarray) -> np.ndarray:
         size = image.shape[:2]
-        return _resize(self(_resize(image, self.tile)[None])[0], size)
+        return resize(self(resize(image, self.tile)[None])[0], size)
 
     def slide(self, image: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
         height, width = image.shape[:2]
@@ -221,6 +182,7 @@ def _check_image(image, predict_fn) -> np.ndarray:
 
 
 def tile_size(predict_fn, input_size) -> tuple[int, int]:
+    """``input_size`` as a pair, or the static ``predict_fn.input_shape[:2]`` when it is ``None``."""
     if input_size is None:
         shape = getattr(predict_fn, "input_shape", None)
         if shape is None or len(shape) != 3 or shape[0] is None or shape[1] is None:
@@ -261,10 +223,10 @@ def predict_logits(predict_fn: Callable, image, *, input_size=None, mode: str = 
     Raises:
         ValueError: an invalid argument, or a predict_fn output of the wrong shape.
     """
-    if mode not in MODES:
-        raise ValueError(f"Expected mode to be one of {MODES}. Received: mode={mode!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"Expected output to be one of {OUTPUTS}. Received: output={output!r}")
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"Expected mode to be one of {INFERENCE_MODES}. Received: mode={mode!r}")
+    if output not in OUTPUT_HEADS:
+        raise ValueError(f"Expected output to be one of {OUTPUT_HEADS}. Received: output={output!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"Expected batch_size to be a positive integer. Received: batch_size={batch_size!r}")
     if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) != num_classes
@@ -301,14 +263,14 @@ def predict_logits(predict_fn: Callable, image, *, input_size=None, mode: str = 
     total, n = None, 0
     for scale in scales:
         size = (max(1, int(round(height * scale))), max(1, int(round(width * scale))))
-        scaled = _resize(image, size)
+        scaled = resize(image, size)
         for mirrored in ((False, True) if flip else (False,)):
             x = scaled[:, ::-1] if mirrored else scaled
             scores = runner.slide(x, stride)
             if mirrored:
                 scores = scores[:, ::-1]
             # Resize the scores, then take the softmax, at the original size (as MMSegmentation's aug_test does).
-            probs = runner.as_probabilities(_resize(np.ascontiguousarray(scores), (height, width)))
+            probs = runner.as_probabilities(resize(np.ascontiguousarray(scores), (height, width)))
             total = probs if total is None else total + probs
             n += 1
     return np.ascontiguousarray(total / n, np.float32)

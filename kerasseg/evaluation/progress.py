@@ -1,66 +1,43 @@
-"""A progress bar on stderr: tqdm when it is installed, a plain text counter otherwise (tqdm is optional)."""
+"""A `keras.utils.Progbar` as a context manager that can be switched off.
+
+Progbar itself has neither: this adds ``with progress_bar(total, enabled=...) as bar: bar.update(1)`` (counting
+increments rather than Progbar's absolute ``current``), so callers need no ``if`` around each update.
+"""
 
 from __future__ import annotations
 
-import sys
-import time
+import contextlib
 
 __all__ = ["progress_bar"]
 
 
-class _TextCounter:
-    """``desc: 12/60 images`` rewritten in place on stderr, at most a few times per second."""
-
-    def __init__(self, total: int | None, desc: str, unit: str):
-        self.total, self.desc, self.unit = total, desc, unit
+class _Counter:
+    def __init__(self, bar):
+        self.bar = bar
         self.count = 0
-        self._last = 0.0
 
     def update(self, n: int = 1) -> None:
         self.count += n
-        now = time.monotonic()
-        if now - self._last >= 0.25 or self.count == self.total:
-            self._last = now
-            self._write()
-
-    def _write(self) -> None:
-        of = f"/{self.total}" if self.total is not None else ""
-        sys.stderr.write(f"\r{self.desc}: {self.count}{of} {self.unit}s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        self._write()
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
+        if self.bar is not None:
+            self.bar.update(self.count)
 
 
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
+@contextlib.contextmanager
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "image", enabled: bool = True):
-    """A context manager with ``update(n=1)``: tqdm on stderr if installed, a text counter otherwise."""
-    if not enabled:
-        return _Silent()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _TextCounter(total, desc, unit)
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+    """Yields an object with ``update(n=1)`` that advances a `keras.utils.Progbar` of ``total`` (or does nothing).
+
+    Args:
+        total: the expected count, ``None`` when unknown.
+        desc: unused by Progbar, kept for callers that name the task.
+        unit: the unit name Progbar shows (``"image"`` -> ``images/s``).
+        enabled: ``False`` yields a silent counter.
+    """
+    bar = None
+    if enabled:
+        import keras
+
+        bar = keras.utils.Progbar(total, unit_name=unit)
+    counter = _Counter(bar)
+    yield counter
+    if bar is not None and total is None:
+        bar.update(counter.count, finalize=True)

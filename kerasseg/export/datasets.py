@@ -31,7 +31,7 @@ def export_data(model, dataset_format: str, root, *, calibration: bool = True, c
         ``(metadata, calibration dataset or None, evaluation dataset)``.
     """
     from kerasseg import data as ksdata
-    from kerasseg.export.tflite import export_metadata
+    from kerasseg.export.options import export_metadata
     from kerasseg.saving import resolve_model
 
     model = resolve_model(model)

@@ -35,16 +35,16 @@ import tempfile
 
 import numpy as np
 
+from kerasseg.errors import GpuUnavailableError
+from kerasseg.runtimes.flatbuffer import model_bytes
+from kerasseg.runtimes.tflite import io_details
+
 __all__ = ["GpuFallback", "GpuReport", "GpuUnavailableError", "gpu_compile", "vulkan_environment"]
 
 _FALLBACK_HEADER = "Following operations are not supported by GPU delegate:"
 _PARTITION = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) operations will run on the CPU")
 _ADAPTER = re.compile(r"Selected adapter: ([^\n]*)")
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "litert_gpu.py")
-
-
-class GpuUnavailableError(RuntimeError):
-    """No Vulkan adapter could be created for LiteRT's GPU accelerator (no driver, or a driver too old)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +149,6 @@ def _compare(outputs: dict) -> dict:
 
 
 def _random_input(data: bytes) -> np.ndarray:
-    from kerasseg.export.tflite import io_details
 
     details = io_details(data)
     shape, dtype = tuple(details["input_shape"]), np.dtype(details["input_dtype"])
@@ -180,7 +179,6 @@ def gpu_compile(model, *, run: bool = False, run_input=None, enforce_f32: bool =
     """
     from importlib.metadata import version
 
-    from kerasseg.export.tflite import model_bytes, io_details
 
     data = model_bytes(model)
     if run and run_input is not None:

@@ -20,37 +20,25 @@ import os
 
 import numpy as np
 
+from kerasseg.errors import ONNXMismatchError
+from kerasseg.export.calibration import calibration_samples
+from kerasseg.export.heads import output_upsampling, with_head
+from kerasseg.export.options import OUTPUT_HEADS, check_choice, export_metadata, static_input_shape
 from kerasseg.preprocessing import ModelMetadata
-from kerasseg.saving import atomic_path, resolve_model
+from kerasseg.runtimes.onnx import ONNXModel, session
+from kerasseg.saving import resolve_model, write_with_sidecar
 
-__all__ = ["DEFAULT_OPSET", "MODES", "to_onnx", "convert_to_onnx", "ONNXModel", "ONNXMismatchError"]
+__all__ = ["DEFAULT_OPSET", "ONNX_MODES", "MODES", "to_onnx", "convert_to_onnx", "ONNXModel", "ONNXMismatchError"]
 
 DEFAULT_OPSET = 17
-MODES = ("fp32", "int8")
+# The ONNX export modes (float, or QDQ int8).
+ONNX_MODES = ("fp32", "int8")
+MODES = ONNX_MODES  # the older name
 # The least argmax agreement with Keras an int8 model must show on a calibration image to be written.
 INT8_MIN_AGREEMENT = 0.9
 # 18 is the newest opset tf2onnx 1.17 can emit; 13 is the oldest the tests convert with (onnxruntime runs all).
 OPSETS = tuple(range(13, 19))
 _CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
-
-
-class ONNXMismatchError(ValueError):
-    """The converted ONNX model disagrees with Keras beyond the tolerance; ``max_abs_error`` holds the figure."""
-
-    def __init__(self, message: str, max_abs_error: float):
-        super().__init__(message)
-        self.max_abs_error = max_abs_error
-
-
-def _session(data: bytes, num_threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if num_threads is not None:
-        options.intra_op_num_threads = int(num_threads)
-        options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits", label_dtype: str = "int32",
@@ -68,12 +56,10 @@ def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits"
     """
     import tensorflow as tf
 
-    from kerasseg.export.tflite import check_choice, static_input_shape, with_head
-
     if not isinstance(opset, (int, np.integer)) or isinstance(opset, bool) or int(opset) not in OPSETS:
         raise ValueError(f"Expected opset to be an integer in {OPSETS[0]}..{OPSETS[-1]}. Received: opset={opset!r}")
-    output = check_choice("output", output, ("logits", "probabilities", "labels"))
-    mode = check_choice("mode", mode, MODES)
+    output = check_choice("output", output, OUTPUT_HEADS)
+    mode = check_choice("mode", mode, ONNX_MODES)
     if mode == "int8" and representative_data is None:
         raise ValueError("Expected representative_data (normalised float images) for mode='int8': static "
                          "quantisation calibrates activation ranges on them. Received: representative_data=None")
@@ -116,8 +102,8 @@ def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits"
 
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    session = _session(data, num_threads=None)
-    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    runner = session(data, num_threads=None)
+    inp, out = runner.get_inputs()[0], runner.get_outputs()[0]
     record = {
         "format": "onnx",
         "opset": int(opset),
@@ -134,7 +120,7 @@ def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits"
     if verify:
         x = np.random.default_rng(seed).normal(size=(1, *shape)).astype(np.float32)
         expected = np.asarray(serve(tf.constant(x))[output])
-        got = session.run(None, {inp.name: x})[0]
+        got = runner.run(None, {inp.name: x})[0]
         if output == "labels":
             agreement = float(np.mean(got == expected))
             if agreement < 0.999:
@@ -175,17 +161,15 @@ def _quantized(data: bytes, record: dict, serve, representative_data, num_calibr
                                num_calibration_samples=num_calibration_samples, verbose=verbose)
     proto = onnx.load_from_string(data)
     onnx.checker.check_model(proto)
-    session = _session(data, num_threads=None)
+    runner = session(data, num_threads=None)
     record = dict(record, mode="int8", quantization=dict(QDQ_SETTINGS, calibration_images=count),
                   ops=sorted({node.op_type for node in proto.graph.node}), verification=None)
     if verify:
         # Random noise says little of an int8 model's accuracy; a calibration image is in its range. The bound on
-        # accuracy is the parity harness' (`kerasseg.export.parity.MIOU_BOUNDS["onnx-int8"]`).
-        from kerasseg.export.tflite import calibration_samples
-
+        # accuracy is the parity harness' (`kerasseg.export.harness.MIOU_BOUNDS["onnx-int8"]`).
         x = next(calibration_samples(representative_data, 1, shape, False))[0]
         expected = np.asarray(serve(tf.constant(x))[record["output"]])
-        got = session.run(None, {record["input_name"]: x})[0]
+        got = runner.run(None, {record["input_name"]: x})[0]
         if record["output"] == "labels":
             agreement = float(np.mean(got == expected))
         else:
@@ -228,8 +212,6 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", 
         ValueError: bad arguments, a path not ending in ``.onnx``, or a conversion error; nothing is written.
         ONNXMismatchError: the verification failed; nothing is written.
     """
-    from kerasseg.export.tflite import export_metadata, output_upsampling, sidecar_path
-
     model = resolve_model(model)
     path = os.fspath(path)
     if not path.endswith(".onnx"):
@@ -242,58 +224,4 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", 
     record["host_upsample"] = ({"method": "bilinear", "half_pixel_centers": True,
                                 "size": list(output_upsampling(model)[1])} if host_upsample else None)
     meta.extra["export"] = record
-    with atomic_path(path) as tmp_model, atomic_path(sidecar_path(path), suffix=".json") as tmp_json:
-        with open(tmp_model, "wb") as f:
-            f.write(data)
-        with open(tmp_json, "w", encoding="utf-8") as f:
-            f.write(meta.to_json())
-    return path
-
-
-class ONNXModel:
-    """Runs a batch-1 ONNX segmentation model in onnxruntime on normalised float batches.
-
-    Args:
-        model: path to a ``.onnx`` file, or its bytes.
-        num_threads: onnxruntime intra-op threads (its default when ``None``).
-
-    Attributes:
-        input_shape: ``(H, W, C)`` of the model input.
-        head: ``"labels"`` for an integer label-map output, ``"scores"`` otherwise.
-    """
-
-    def __init__(self, model, *, num_threads: int | None = None):
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            data = bytes(model)
-        else:
-            path = os.fspath(model)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"Expected an existing .onnx file. Received: path={path!r}")
-            with open(path, "rb") as f:
-                data = f.read()
-        try:
-            self.session = _session(data, num_threads)
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-            raise ValueError(f"Expected an ONNX model onnxruntime can load. Received: {type(e).__name__}: {e}") from e
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"Expected an ONNX model with one input and one output. Received: {len(inputs)} inputs "
-                             f"and {len(outputs)} outputs")
-        shape = inputs[0].shape
-        if len(shape) != 4 or shape[0] != 1 or not all(isinstance(d, int) for d in shape):
-            raise ValueError(f"Expected a static batch-1 input (1, H, W, C). Received: input shape {shape}")
-        self._input = inputs[0].name
-        self.input_shape = tuple(int(d) for d in shape[1:])
-        self.head = "scores" if "float" in outputs[0].type else "labels"
-
-    def __call__(self, images) -> np.ndarray:
-        """Float32 scores ``(B, H, W, K)`` (or labels ``(B, H, W)``) of normalised images, one image at a time."""
-        batch = np.asarray(images, np.float32)
-        single = batch.ndim == 3
-        if single:
-            batch = batch[None]
-        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
-            raise ValueError(f"Expected images of shape (B, {', '.join(map(str, self.input_shape))}) or "
-                             f"{self.input_shape}. Received: images of shape {np.shape(images)}")
-        out = np.concatenate([self.session.run(None, {self._input: image[None]})[0] for image in batch])
-        return out[0] if single else out
+    return write_with_sidecar(path, data, meta)

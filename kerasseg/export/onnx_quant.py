@@ -64,7 +64,7 @@ def quantize_qdq(model_bytes: bytes, representative_data, *, input_name: str, sh
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from kerasseg.export.tflite import calibration_samples
+    from kerasseg.export.calibration import calibration_samples
 
     if representative_data is None:
         raise ValueError("Expected representative_data (normalised float images) for the int8 ONNX export: static "

@@ -41,6 +41,8 @@ import warnings
 
 import numpy as np
 
+from kerasseg.export.converter import tflite_converter
+from kerasseg.runtimes.flatbuffer import tflite_ops
 from kerasseg.saving import atomic_path
 
 __all__ = ["RANK_METRIC", "ROUNDING_FLOOR", "LayerError", "QuantReport", "quant_report", "report_from_converter",
@@ -251,7 +253,6 @@ def quant_report(model, representative_data, *, num_calibration_samples: int = 1
     Raises:
         ValueError: bad arguments or missing calibration data.
     """
-    from kerasseg.export.tflite import tflite_converter
 
     converter = tflite_converter(model, "int8", representative_data=representative_data,
                                  num_calibration_samples=num_calibration_samples, output=output, io_dtype=io_dtype,
@@ -310,7 +311,6 @@ def quantize_with_float_layers(converter, float_layers=None, float_ops=None, *, 
     """
     import tensorflow as tf
 
-    from kerasseg.export.tflite import tflite_ops
 
     if float_ops is not None and (isinstance(float_ops, str) or not all(isinstance(o, str) for o in float_ops)):
         raise ValueError(f"Expected float_ops to be a list of TFLite operator names. Received: "

@@ -228,7 +228,8 @@ def vela_compile(model, accelerator: str = "ethos-u85-256", *, system_config: st
         ValueError: an unknown accelerator or a negative budget.
         ModuleNotFoundError: Vela is not installed.
     """
-    from kerasseg.export.tflite import check_choice, model_bytes
+    from kerasseg.export.options import check_choice
+    from kerasseg.runtimes.flatbuffer import model_bytes
 
     accelerator = check_choice("accelerator", accelerator, ETHOS_U_TARGETS)
     if sram_budget is not None and (isinstance(sram_budget, bool) or not isinstance(sram_budget, int)

@@ -133,7 +133,8 @@ def check_target(model, target: str):
         EdgeCompatibilityError: (a ``ValueError``) the model fails the target's rules.
     """
     # The submodule, not the package: the package re-exports quantize_aware from this one.
-    from kerasseg.export.check import EdgeCompatibilityError, check
+    from kerasseg.errors import EdgeCompatibilityError
+    from kerasseg.export.compat import check
 
     report = check(model, target)
     if not report.ok:

@@ -34,7 +34,10 @@ import dataclasses
 import json
 import os
 
+from kerasseg.errors import EdgeCompatibilityError
+from kerasseg.export.options import check_choice
 from kerasseg.export.vela import ETHOS_U_TARGETS
+from kerasseg.runtimes.flatbuffer import FLOAT_TYPES, model_bytes, read_model, schema
 
 __all__ = ["TARGETS", "RULES", "TARGET_RULES", "PRECHECK_RULES", "TOOLCHAIN_RULES", "DEFAULT_NPU", "GPU_OPS",
            "Finding", "CompatibilityReport", "check", "EdgeCompatibilityError"]
@@ -77,18 +80,9 @@ _GPU_CUSTOM_OPS = frozenset({"Convolution2DTransposeBias", "MaxPoolingWithArgmax
 _LOGICAL_OPS = frozenset({"EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "LOGICAL_AND"})
 _WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
                            "EMBEDDING_LOOKUP", "LSTM"})
-_FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 _GPU_TENSOR_TYPES = ("FLOAT32", "FLOAT16", "INT8", "UINT8")
 _HOST_ARGMAX_HINT = ("export the logits head (output='logits') and take the argmax on the host, as "
                      "tflite/runtime.py's Segmenter.predict does")
-
-
-class EdgeCompatibilityError(ValueError):
-    """An exported model fails the rules of its target; ``report`` is the `CompatibilityReport`."""
-
-    def __init__(self, message: str, report: "CompatibilityReport"):
-        super().__init__(message)
-        self.report = report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +102,9 @@ class Finding:
     op: str | None = None
     op_index: int | None = None
     tensor: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -165,7 +162,7 @@ class CompatibilityReport:
         out.update(gpu=self.gpu.to_dict() if self.gpu is not None else None,
                    vela=self.vela.to_dict() if self.vela is not None else None)
         out.update(ok=self.ok, required_rules=list(self.required_rules),
-                   failures=[dataclasses.asdict(f) for f in self.failures])
+                   failures=[f.to_dict() for f in self.failures])
         return out
 
     def to_json(self) -> str:
@@ -243,99 +240,6 @@ def _describe(grouped) -> str:
     if not f.op and n > 1:
         return f"{f.message} (and {n - 1} more)"
     return where + f.message
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading the flatbuffer
-# --------------------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class _Tensor:
-    name: str
-    type: str
-    shape: tuple
-    signature: tuple
-    is_const: bool
-    quantization: list | None  # [scale, zero point] of a per-tensor quantised tensor
-
-
-@dataclasses.dataclass(frozen=True)
-class _Op:
-    index: int
-    name: str
-    custom: bool
-    inputs: tuple  # _Tensor or None (optional input)
-    outputs: tuple
-    options: object  # the schema's options table, or None
-
-
-def _enum_names(enum_class) -> dict:
-    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def _read(data: bytes):
-    from ai_edge_litert import schema_py_generated as schema
-
-    builtin_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    option_names = _enum_names(schema.BuiltinOptions)
-    root = schema.Model.GetRootAs(data, 0)
-
-    def has_data(buffer_index: int) -> bool:
-        if buffer_index <= 0 or buffer_index >= root.BuffersLength():
-            return False
-        buffer = root.Buffers(buffer_index)
-        # Buffers above 2 GiB live outside the flatbuffer and are described by offset / size.
-        return buffer.DataLength() > 0 or buffer.Size() > 0
-
-    subgraphs = []
-    for s in range(root.SubgraphsLength()):
-        graph = root.Subgraphs(s)
-        raw_tensors = [graph.Tensors(t) for t in range(graph.TensorsLength())]
-        constant = {t for t, tensor in enumerate(raw_tensors) if has_data(tensor.Buffer())}
-        raw_ops = []
-        for o in range(graph.OperatorsLength()):
-            op = graph.Operators(o)
-            code = root.OperatorCodes(op.OpcodeIndex())
-            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-            custom = builtin == schema.BuiltinOperator.CUSTOM
-            if custom:
-                name = code.CustomCode().decode("utf-8") if code.CustomCode() else "CUSTOM"
-            else:
-                name = builtin_names.get(builtin, f"BUILTIN_{builtin}")
-            ins = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
-            outs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
-            # Weights stored as float16 (or sparse) reach their operator through DEQUANTIZE (or DENSIFY) of a
-            # constant; the delegate folds those into constant weights, so their outputs count as constants.
-            if name in ("DEQUANTIZE", "DENSIFY") and ins and all(i in constant for i in ins if i >= 0):
-                constant.update(outs)
-            raw_ops.append((o, name, custom, ins, outs, op))
-        tensors = []
-        for t, tensor in enumerate(raw_tensors):
-            shape = tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            signature = (tuple(int(d) for d in tensor.ShapeSignatureAsNumpy()) if tensor.ShapeSignatureLength()
-                         else shape)
-            quant = tensor.Quantization()
-            quantization = None
-            if quant is not None and quant.ScaleLength() == 1 and quant.ZeroPointLength() == 1:
-                quantization = [float(quant.Scale(0)), int(quant.ZeroPoint(0))]
-            tensors.append(_Tensor((tensor.Name() or b"").decode("utf-8", "replace"),
-                                   type_names.get(tensor.Type(), str(tensor.Type())), shape, signature,
-                                   t in constant, quantization))
-        ops = []
-        for o, name, custom, ins, outs, op in raw_ops:
-            options = None
-            table = op.BuiltinOptions()
-            option_class = getattr(schema, option_names.get(op.BuiltinOptionsType(), ""), None)
-            if table is not None and option_class is not None:
-                options = option_class()
-                options.Init(table.Bytes, table.Pos)
-            ops.append(_Op(o, name, custom, tuple(tensors[i] if i >= 0 else None for i in ins),
-                           tuple(tensors[i] for i in outs), options))
-        io = ([tensors[i] for i in graph.InputsAsNumpy()] if graph.InputsLength() else [],
-              [tensors[i] for i in graph.OutputsAsNumpy()] if graph.OutputsLength() else [])
-        subgraphs.append((tensors, ops, io))
-    return schema, subgraphs
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -482,7 +386,7 @@ def _gpu_tensor_rule(op) -> str | None:
             if not t.is_const and t.type not in allowed:
                 return f"{kind} tensor {t.name!r} of type {t.type} (run-time tensors: {', '.join(sorted(allowed))})"
     if op.name in _WEIGHTED_OPS:
-        float_in = any(not t.is_const and t.type in _FLOAT_TYPES for t in op.inputs[:1] if t is not None)
+        float_in = any(not t.is_const and t.type in FLOAT_TYPES for t in op.inputs[:1] if t is not None)
         int_weights = any(t.is_const and t.type in ("INT8", "UINT8", "INT4") for t in op.inputs[1:2] if t is not None)
         if float_in and int_weights:
             return ("hybrid kernel: float activations with integer weights (a dynamic-range model); the delegate "
@@ -541,24 +445,24 @@ def check(model, target: str = "gpu", *, toolchain: bool = True, run: bool = Fal
         FileNotFoundError: a missing file.
         kerasseg.export.gpu.GpuUnavailableError: target ``gpu`` and no Vulkan adapter could be created.
     """
-    from kerasseg.export.tflite import check_choice, model_bytes
-
     target = check_choice("target", target, TARGETS)
     data = model_bytes(model)
     source = "<bytes>" if isinstance(model, (bytes, bytearray, memoryview)) else os.fspath(model)
-    schema, subgraphs = _read(data)
+    subgraphs = read_model(data)
+    fb = schema()
 
     ops: dict = {}
     custom: set = set()
     floats, dynamic = [], []
     findings: list = []
-    for tensors, graph_ops, _ in subgraphs:
+    for graph in subgraphs:
+        tensors, graph_ops = graph.tensors, graph.operators
         for op in graph_ops:
             ops[op.name] = ops.get(op.name, 0) + 1
             if op.custom:
                 custom.add(op.name)
         for t in tensors:
-            if t.type in _FLOAT_TYPES:
+            if t.type in FLOAT_TYPES:
                 floats.append(t.name)
             if any(d < 0 for d in t.signature):
                 dynamic.append(t.name)
@@ -569,7 +473,7 @@ def check(model, target: str = "gpu", *, toolchain: bool = True, run: bool = Fal
         findings.append(Finding("static", f"tensor {name!r} has a dynamic shape", tensor=name))
 
     # Read from the flatbuffer, not an interpreter: a model with Flex operators cannot even be allocated here.
-    _, main_ops, (inputs, outputs) = subgraphs[0]
+    main_ops, inputs, outputs = subgraphs[0].operators, subgraphs[0].inputs, subgraphs[0].outputs
     io = {"inputs": [], "outputs": []}
     for key, tensors in (("inputs", inputs), ("outputs", outputs)):
         for t in tensors:
@@ -580,12 +484,12 @@ def check(model, target: str = "gpu", *, toolchain: bool = True, run: bool = Fal
         findings.append(Finding("integer", f"float tensor {name!r}", tensor=name))
     for key in ("inputs", "outputs"):
         for d in io[key]:
-            if d["dtype"].upper() in _FLOAT_TYPES:
+            if d["dtype"].upper() in FLOAT_TYPES:
                 findings.append(Finding("integer", f"model {key[:-1]} {d['name']!r} is {d['dtype']}",
                                         tensor=d["name"]))
-    findings.extend(_gpu_findings(main_ops, schema))
-    for tensors, graph_ops, _ in subgraphs[1:]:
-        findings.extend(_gpu_findings(graph_ops, schema))
+    findings.extend(_gpu_findings(main_ops, fb))
+    for graph in subgraphs[1:]:
+        findings.extend(_gpu_findings(graph.operators, fb))
 
     report = CompatibilityReport(source=source, target=target, ops=ops, custom_ops=sorted(custom),
                                  float_tensors=floats, dynamic_tensors=dynamic, inputs=io["inputs"],

@@ -1,4 +1,5 @@
-"""Parity harness: the Keras model, each TFLite mode and the ONNX export scored on the same images, by the same code.
+"""Parity harness (`kerasseg.export.parity`): the Keras model, each TFLite mode and the ONNX export scored on the
+same images, by the same code (the paired scoring loop of `kerasseg.evaluation.paired`).
 
 Every runtime's logits go through the same steps (bilinear resize to the label size, argmax) into one
 `kerasseg.evaluation.ConfusionMatrix` per runtime, so differences in the table come from the runtimes alone. The
@@ -26,6 +27,15 @@ import tempfile
 import time
 
 import numpy as np
+
+from kerasseg.evaluation.deprecation import renamed_arguments
+from kerasseg.evaluation.paired import WholeImage, check_max_images, score_pairs
+from kerasseg.evaluation.significance import paired_bootstrap
+from kerasseg.export.conversion import to_tflite
+from kerasseg.export.onnx import to_onnx
+from kerasseg.export.options import export_metadata
+from kerasseg.runtimes import KerasPredictor, ONNXModel, TFLiteModel
+from kerasseg.saving import resolve_model
 
 __all__ = ["MIOU_BOUNDS", "INT8_GOAL", "VARIANTS", "QUANT_VARIANTS", "FILE_VARIANTS", "ParityRow", "ParityResult",
            "parity", "time_runs"]
@@ -89,6 +99,17 @@ class ParityRow:
     within_bound: bool | None
     delta_interval: list | None = None
 
+    def to_dict(self) -> dict:
+        """The fields as JSON-ready values (non-finite numbers as ``None``)."""
+        def clean(v):
+            if isinstance(v, float) and not np.isfinite(v):
+                return None
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return {k: clean(v) for k, v in dataclasses.asdict(self).items()}
+
 
 @dataclasses.dataclass
 class ParityResult:
@@ -124,17 +145,10 @@ class ParityResult:
         raise KeyError(f"Expected one of {[r.name for r in self.rows]}. Received: name={name!r}")
 
     def to_dict(self) -> dict:
-        def clean(v):
-            if isinstance(v, float) and not np.isfinite(v):
-                return None
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
-
         return {"ok": self.ok, "num_images": self.num_images, "class_names": self.class_names,
                 "num_threads": self.num_threads, "bounds": MIOU_BOUNDS, "int8_goal": INT8_GOAL,
                 "qat_vs_int8": self.qat_vs_int8, "float_layers": self.float_layers,
-                "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -206,27 +220,17 @@ def time_runs(fn, runs: int = 10, warmup: int = 2) -> tuple[float, float]:
     return float(np.median(times)), float(np.percentile(times, 90))
 
 
-def _batch(array, ndim: int, what: str) -> np.ndarray:
-    array = np.asarray(array)
-    if array.ndim == ndim - 1:
-        array = array[None]
-    if array.ndim == 4 and ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != ndim:
-        raise ValueError(f"Expected eval_data {what} with {ndim - 1} or {ndim} dimensions. "
-                         f"Received: {what} of shape {array.shape}")
-    return array
-
-
-def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num_calibration_samples: int = 100,
+@renamed_arguments(eval_data="data", max_eval_images="max_images")
+def parity(model, data, *, variants=VARIANTS, representative_data=None, num_calibration_samples: int = 100,
            output_dir=None, metadata=None, io_dtype: str | None = None, opset: int = 17, host_upsample: bool = False,
            max_images: int | None = None, num_threads: int | None = 2, latency_runs: int = 10,
            model_path=None, files=None, frame_runtime=None, verbose: bool = True) -> ParityResult:
-    """Exports ``model`` to each variant and scores all runtimes on ``eval_data`` with the same metric code.
+    """Exports ``model`` to each variant and scores all runtimes on ``data`` with the same metric code.
 
     Args:
         model: the Keras model (one logits output).
-        eval_data: iterable / ``tf.data.Dataset`` of ``(normalised images, int labels)``, batched or not.
+        data: iterable / ``tf.data.Dataset`` of ``(normalised images, int labels)``, batched or not (``eval_data``,
+            the older name, is accepted with a ``DeprecationWarning``).
         variants: any of ``"fp32"``, ``"fp16"``, ``"dynamic"``, ``"int8"`` (TFLite modes) and ``"onnx"``, and of
             `QUANT_VARIANTS`: ``"int8-per-tensor"``, ``"int16x8"``, ``"onnx-int8"`` (QDQ) and ``"int8-float<N>"``
             (int8 with the N worst layers of one per-layer report in float, e.g. ``"int8-float2"``).
@@ -261,14 +265,6 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     Raises:
         ValueError: unknown variants, bad arguments, data without scored pixels, or an export error.
     """
-    import tensorflow as tf
-
-    from kerasseg.evaluation.confusion import ConfusionMatrix, image_confusions
-    from kerasseg.evaluation.significance import paired_bootstrap
-    from kerasseg.export.onnx import ONNXModel, to_onnx
-    from kerasseg.export.tflite import TFLiteModel, export_metadata, to_tflite
-    from kerasseg.saving import resolve_model
-
     model = resolve_model(model)
     variants = list(variants)
     unknown = [v for v in variants if v not in VARIANTS + QUANT_VARIANTS[:-1] and not _FALLBACK.match(str(v))]
@@ -282,8 +278,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
                              f"{variant!r}")
         if not str(path).endswith(".tflite") or not os.path.isfile(path):
             raise ValueError(f"Expected an existing .tflite file for files[{variant!r}]. Received: {path!r}")
-    if max_images is not None and (not isinstance(max_images, (int, np.integer)) or max_images < 1):
-        raise ValueError(f"Expected max_images to be a positive integer or None. Received: max_images={max_images!r}")
+    check_max_images(max_images)
     if not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"Expected latency_runs to be a non-negative integer. Received: latency_runs={latency_runs!r}")
     calibrated = [v for v in variants if v not in ("fp32", "fp16", "dynamic", "onnx")]
@@ -294,7 +289,6 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
     num_classes, ignore_label = meta.num_classes, meta.ignore_label
     class_names = list(meta.class_names) if meta.class_names else [str(c) for c in range(num_classes)]
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
-    interactive = verbose and sys.stderr.isatty()
 
     folder = os.fspath(output_dir) if output_dir is not None else tempfile.mkdtemp(prefix="kerasseg-parity-")
     os.makedirs(folder, exist_ok=True)
@@ -344,92 +338,53 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             paths.update({d: paths[d[len("runtime-"):]] for d in devices})
             mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
 
-        infer = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
-        names = ["keras"] + variants + list(devices)
-        matrices = {n: ConfusionMatrix(num_classes, ignore_label) for n in names}
-        per_image = {n: [] for n in names}
-        agree = {v: 0 for v in names[1:]}
-        max_err = {v: 0.0 for v in variants}
-        max_err.update({d: float("nan") for d in devices})
-        scored = done = 0
-        first_image = first_frame = None
-        height, width = (int(d) for d in model.inputs[0].shape[1:3])
-        for element in eval_data:
-            if not isinstance(element, (tuple, list)) or len(element) < 2:
-                raise ValueError(f"Expected eval_data elements (images, labels). Received: an element of type "
-                                 f"{type(element).__name__}")
-            images = _batch(element[0], 4, "images").astype(np.float32, copy=False)
-            labels = _batch(element[1], 3, "labels").astype(np.int64, copy=False)
-            if max_images is not None:
-                images, labels = images[:max_images - done], labels[:max_images - done]
-            frames = np.clip(np.rint(images * std + mean), 0, 255).astype(np.uint8) if devices else None
-            if first_frame is None and devices:
-                first_frame = frames[0]
-            if images.shape[1:3] != (height, width):
-                images = tf.image.resize(images, (height, width), method="bilinear").numpy()
-            if first_image is None:
-                first_image = images[:1]
-            label_hw = labels.shape[1:3]
-            keras_logits = infer(tf.constant(images)).numpy()
-            outputs = {"keras": keras_logits}
-            for v in variants:
-                out = runners[v](images)
-                if out.shape[1:3] != keras_logits.shape[1:3]:
-                    # host_upsample: the host applies the bilinear resize the Keras model ends with.
-                    out = tf.image.resize(out, keras_logits.shape[1:3], method="bilinear").numpy()
-                max_err[v] = max(max_err[v], float(np.max(np.abs(out - keras_logits))))
-                outputs[v] = out
-            valid = (labels >= 0) & (labels < num_classes)
-            if ignore_label is not None:
-                valid &= labels != ignore_label
-            predictions = {}
-            for n, logits in outputs.items():
-                if logits.shape[1:3] != label_hw:
-                    logits = tf.image.resize(logits, label_hw, method="bilinear").numpy()
-                predictions[n] = np.argmax(logits, axis=-1)
-                matrices[n].update(labels, predictions[n])
-                per_image[n].append(image_confusions(labels, predictions[n], num_classes, ignore_label))
-            for d, predict in devices.items():
-                predictions[d] = np.stack([np.asarray(predict(f), np.int64) for f in frames])
-                if predictions[d].shape != labels.shape:
-                    raise ValueError(f"Expected {d} to return label maps of the frame size {labels.shape[1:]}. "
-                                     f"Received: label maps of shape {predictions[d].shape[1:]}")
-                matrices[d].update(labels, predictions[d])
-                per_image[d].append(image_confusions(labels, predictions[d], num_classes, ignore_label))
-            for v in names[1:]:
-                agree[v] += int((predictions[v][valid] == predictions["keras"][valid]).sum())
-            scored += int(valid.sum())
-            done += len(images)
-            if interactive:
-                print(f"\rscored {done} images", end="", file=sys.stderr, flush=True)
-            if max_images is not None and done >= max_images:
-                break
-        if interactive and done:
-            print(file=sys.stderr)
-        elif done:
-            log(f"scored {done} images")
-        if scored == 0:
-            raise ValueError(f"Expected eval_data to contain scored pixels (labels in [0, {num_classes}) other than "
-                             f"ignore_label={ignore_label}). Received: {done} images without any")
+        keras_fn = KerasPredictor(model)
+        input_size = keras_fn.input_shape[:2]
+        # Exports with host_upsample are resized on the host to the Keras output size, as the Keras graph does.
+        output_size = tuple(int(d) for d in model.outputs[0].shape[1:3])
+        predictors = {"keras": WholeImage(keras_fn, output_size=output_size)}
+        for v in variants:
+            predictors[v] = WholeImage(runners[v], input_size=input_size, output_size=output_size)
+        first_frames = []
+
+        def frame_predictor(predict):
+            def run(image, size):
+                # The car's frames: the evaluation images turned back into pixels, before any resize.
+                frame = np.clip(np.rint(image * std + mean), 0, 255).astype(np.uint8)
+                if not first_frames:
+                    first_frames.append(frame)
+                return np.asarray(predict(frame), np.int64)
+
+            return run
+
+        for d, predict in devices.items():
+            predictors[d] = frame_predictor(predict)
+        names = list(predictors)
+        counted = score_pairs(data, predictors, num_classes=num_classes, ignore_label=ignore_label,
+                              max_images=max_images, per_image=True, same_size=False, require_scored=True)
+        done = counted.num_images
+        log(f"scored {done} images")
+        max_err = {n: float("nan") if e is None else e for n, e in counted.max_abs_error.items()}
+        first_image = predictors["keras"].first_input
+        first_frame = first_frames[0] if first_frames else None
 
         latency = {n: (None, None) for n in names}
         if latency_runs:
             log(f"timing {latency_runs} runs per runtime")
-            x = tf.constant(first_image)
-            latency["keras"] = time_runs(lambda: infer(x).numpy(), latency_runs)
+            latency["keras"] = time_runs(lambda: keras_fn(first_image), latency_runs)
             for v in variants:
                 latency[v] = time_runs(lambda r=runners[v]: r(first_image), latency_runs)
             for d, predict in devices.items():
                 latency[d] = time_runs(lambda p=predict: p(first_frame), latency_runs)
 
-        keras_scores = matrices["keras"].scores()
-        per_image = {n: np.concatenate(v) for n, v in per_image.items()}
+        keras_scores = counted.scores("keras")
+        per_image = counted.image_confusion
         # Whether a fraction of a point is a difference or the luck of the images: same images, resampled together.
         boot = (lambda a, b: paired_bootstrap(per_image[a], per_image[b])) if done > 1 else (lambda a, b: None)
         rows = []
         keras_size = os.path.getsize(model_path) if model_path is not None and os.path.isfile(model_path) else None
         for n in names:
-            scores = matrices[n].scores()
+            scores = counted.scores(n)
             iou = [float(v) for v in scores["iou"]]
             delta = [100.0 * (a - b) for a, b in zip(iou, keras_scores["iou"])]
             if n == "keras":
@@ -446,7 +401,7 @@ def parity(model, eval_data, *, variants=VARIANTS, representative_data=None, num
             within = miou_delta >= -bound if variant in FILE_VARIANTS else abs(miou_delta) <= bound
             interval = boot(n, "keras")
             rows.append(ParityRow(name, variant, paths[n], scores["miou"], iou,
-                                  miou_delta, delta, agree[n] / scored, max_err[n], os.path.getsize(paths[n]),
+                                  miou_delta, delta, counted.agreement[n], max_err[n], os.path.getsize(paths[n]),
                                   *latency[n], bound, bool(within),
                                   None if interval is None else [interval["low"], interval["high"]]))
         qat_vs_int8 = boot("qat", "int8") if "qat" in names and "int8" in names else None
