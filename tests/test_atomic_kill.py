@@ -1,6 +1,6 @@
 """A writer killed with SIGKILL in the middle of an export leaves the previous files whole, never a partial file.
 
-(Kills during training, while ``best.keras`` and the backup are being written, are in tests/test_resume.py.)
+(Kills during training, while ``best.keras`` and the backup are being written, are in tests/training/test_resume.py.)
 """
 
 import os
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 # Exports a tiny model twice to the same path; the second export stalls (announcing it through FLAG) once the new
 # model's bytes are in their temporary file and the new sidecar is half written, so that the test kills it there.

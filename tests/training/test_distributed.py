@@ -17,7 +17,7 @@ import pytest
 from tests.dataset_fixtures import label_every_pixel
 from tests.saved_weights import saved_weights
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 # Largest absolute weight difference allowed between a distributed run and the single-device run after the same
 # training steps: the replicas reduce their gradients in another order than a single device sums them, so the

@@ -10,7 +10,7 @@ import pytest
 import kerasseg
 from kerasseg.qat import ComparisonResult, QATResult, QATSettings, RecalibrationResult, run_qat, write_report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 
 def test_tool_rejects_bad_arguments(tmp_path):

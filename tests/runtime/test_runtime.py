@@ -17,7 +17,7 @@ from kerasseg.export import TFLiteModel, to_tflite
 from kerasseg.preprocessing import normalize_np
 from tflite.runtime import Segmenter, colorize, default_palette, overlay
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 H, W, K = 32, 64, 4
 PALETTE = [[10, 20, 30], [200, 0, 0], [0, 200, 0], [0, 0, 200]]
 

@@ -13,7 +13,7 @@ from PIL import Image
 from kerasseg.data import synthetic
 from kerasseg.data.folder import list_pairs, read_classes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 
 def _tree_hashes(root) -> dict:

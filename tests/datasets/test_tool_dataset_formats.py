@@ -13,7 +13,7 @@ import pytest
 
 from tests import dataset_fixtures as fx
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 # format -> (fixture writer, splits used by the tools: (train, val)).
 FORMATS = {

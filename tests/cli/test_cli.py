@@ -13,7 +13,7 @@ import pytest
 from kerasseg import cli
 from kerasseg.cli import common
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 TOOLS = cli.tools()
 
 

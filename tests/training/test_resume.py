@@ -22,7 +22,7 @@ import pytest
 
 from tests.saved_weights import saved_weights
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 # Runs the train tool (kerasseg.cli.train) unchanged, with a small registered model (tracing ERFNet takes most of a
 # minute on a loaded 2-core machine). KILL_AT names a point where the process announces itself through KILL_FLAG and

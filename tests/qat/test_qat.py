@@ -12,7 +12,7 @@ import pytest
 import kerasseg
 from tests.model_cases import CASES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 # Small builds for the QAT → int8 matrix: the model_cases builds, narrowed where QAT's fake-quant graph would make
 # a step slow. PSPNet needs a multiple of 48, DeepLab of 16 (the output stride).

@@ -8,7 +8,7 @@ import pytest
 import kerasseg
 from kerasseg.data import camvid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 CAMVID = os.path.join(ROOT, "..", "shared", "camvid")
 
 

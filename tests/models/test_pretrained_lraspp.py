@@ -9,7 +9,7 @@ import kerasseg
 from kerasseg.data import camvid
 
 NAME = "lraspp_lite0_camvid"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 CAMVID = os.path.join(ROOT, "..", "shared", "camvid")
 
 

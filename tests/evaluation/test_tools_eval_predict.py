@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 CLASS_NAMES = ["road", "car", "sky"]
 PALETTE = [[128, 64, 128], [0, 0, 142], [70, 130, 180]]
 SIZES = [(32, 64), (40, 50), (24, 90)]

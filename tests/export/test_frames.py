@@ -19,7 +19,7 @@ from kerasseg.preprocessing import normalize_np
 from tflite.metadata import read_labels, read_normalization, read_record
 from tflite.runtime import Segmenter, letterbox_box, resize_bilinear
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 MEDIAPIPE_PYTHON = os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
 H, W = 64, 96
 NAMES = ["road", "car", "person", "sky", "building"]

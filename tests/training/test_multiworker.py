@@ -21,7 +21,7 @@ import pytest
 from tests.dataset_fixtures import label_every_pixel
 from tests.saved_weights import saved_weights
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT  # noqa: E402
 
 # Largest absolute weight difference allowed between the multi-worker run and the single-process run after the same
 # 4 training steps: the gradients are all-reduced across the workers in another order than one process sums them,
