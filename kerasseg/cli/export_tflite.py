@@ -86,14 +86,14 @@ def main(argv=None) -> int:
         model = kerasseg.load_model(args.model)
         metadata, calibration, val = export_data(model, args.dataset, args.data_dir,
                                                  calibration=args.mode in INTEGER_MODES)
-        report = export_verified(model, args.output, args.mode, eval_data=val, representative_data=calibration,
+        report = export_verified(model, args.output, args.mode, data=val, representative_data=calibration,
                                  num_calibration_samples=args.num_calibration, output=args.output_head,
                                  metadata=metadata, io_dtype=args.io_dtype, label_dtype=args.label_dtype,
                                  host_upsample=args.host_upsample, per_channel=not args.per_tensor,
                                  float_layers=_float_layers(args.float_layers), target=args.target,
                                  allow_cpu_fallback=args.allow_cpu_fallback, input_format=args.input_format,
                                  max_miou_drop=args.max_miou_drop, force=args.force,
-                                 max_eval_images=args.max_eval_images, num_threads=args.threads)
+                                 max_images=args.max_eval_images, num_threads=args.threads)
     except AccuracyDropError as e:
         _print_report(e.report, args)
         print(f"refused: {e}", file=sys.stderr)

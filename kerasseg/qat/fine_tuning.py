@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+from kerasseg.evaluation.deprecation import renamed_arguments
 from kerasseg.qat.convert import qat_to_tflite_bytes
 from kerasseg.qat.twin import import_tf_keras
 
@@ -84,9 +85,10 @@ def int8_scorer(validation_data, num_classes: int, ignore_label: int | None = 25
     return score
 
 
+@renamed_arguments(max_validation_images="max_images")
 def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 1e-4, steps_per_epoch=None,
               ignore_label: int | None = 255, class_weights=None, verbose: int = 2, validation_data=None,
-              num_classes: int | None = None, max_validation_images: int | None = None, score=None):
+              num_classes: int | None = None, max_images: int | None = None, score=None):
     """Compiles ``qat_model`` (Adam, ignore-aware cross-entropy) and fine-tunes it with ``tf_keras``' ``fit``.
 
     With ``validation_data`` (or a ``score`` function) the model is scored before the first step and after every
@@ -108,7 +110,7 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
         validation_data: ``(normalised image, labels)`` pairs on which the fake-quantised model is scored to select
             the state, or ``None``.
         num_classes: number of classes (required with ``validation_data``).
-        max_validation_images: score at most this many validation images.
+        max_images: score at most this many validation images (older name ``max_validation_images``).
         score: instead of ``validation_data``, a function ``score(qat_model) -> mIoU``, e.g. `int8_scorer`, which
             scores the converted int8 file.
 
@@ -132,7 +134,7 @@ def fine_tune(qat_model, train_data, *, epochs: int = 2, learning_rate: float = 
 
         def score(model):
             return evaluate(predict, validation_data, num_classes=num_classes, ignore_label=ignore_label,
-                            max_images=max_validation_images).miou
+                            max_images=max_images).miou
 
     callbacks = [] if score is None else [_best_epoch_callback(qat_model, score, verbose)]
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(float(learning_rate)),

@@ -235,27 +235,27 @@ class QATResult:
         return line
 
 
-def recalibrate(model, train_data, eval_data, meta, *, batches: int, recalibrate_batch_norm, save_as,
-                max_eval_images: int | None = None, verbose: int = 0) -> RecalibrationResult:
+def recalibrate(model, train_data, data, meta, *, batches: int, recalibrate_batch_norm, save_as,
+                max_images: int | None = None, verbose: int = 0) -> RecalibrationResult:
     """Re-estimates the float model's batch-norm statistics in place (QAT freezes them) and saves the result.
 
     Args:
         model: the float Keras 3 model.
         train_data: training batches.
-        eval_data: validation ``(normalised image, labels)`` pairs, scored before the recalibration.
+        data: validation ``(normalised image, labels)`` pairs, scored before the recalibration.
         meta: the model's `kerasseg.preprocessing.ModelMetadata` (classes and ignore label).
         batches: training batches used.
         recalibrate_batch_norm: `kerasseg.training.recalibrate_batch_norm`, passed in because the training
             package sits above this one.
         save_as: ``.keras`` path of the recalibrated model.
-        max_eval_images: score at most this many validation images.
+        max_images: score at most this many validation images.
         verbose: print a line when non-zero.
     """
     from kerasseg.evaluation import evaluate, keras_predict_fn
     from kerasseg.saving import save_model
 
-    before = evaluate(keras_predict_fn(model), eval_data, num_classes=meta.num_classes,
-                      ignore_label=meta.ignore_label, max_images=max_eval_images)
+    before = evaluate(keras_predict_fn(model), data, num_classes=meta.num_classes,
+                      ignore_label=meta.ignore_label, max_images=max_images)
     report = dict(recalibrate_batch_norm(model, train_data, steps=batches))
     result = RecalibrationResult(report, float(before.miou), save_model(model, save_as))
     if verbose:
@@ -264,34 +264,34 @@ def recalibrate(model, train_data, eval_data, meta, *, batches: int, recalibrate
     return result
 
 
-def compare(model, qat_path, eval_data, meta, *, ptq_path=None, representative_data=None,
-            num_calibration_samples: int = 50, max_eval_images: int | None = None, seed: int = 0) -> ComparisonResult:
+def compare(model, qat_path, data, meta, *, ptq_path=None, representative_data=None,
+            num_calibration_samples: int = 50, max_images: int | None = None, seed: int = 0) -> ComparisonResult:
     """Scores the QAT file against the float model and, with ``ptq_path``, the post-training int8 export.
 
     Args:
         model: the float Keras 3 model (the reference).
         qat_path: the QAT ``.tflite`` file.
-        eval_data: validation ``(normalised image, labels)`` pairs.
+        data: validation ``(normalised image, labels)`` pairs.
         meta: the model's `kerasseg.preprocessing.ModelMetadata` (classes and ignore label).
         ptq_path: where to write the post-training int8 export of ``model`` (``None``: no PTQ comparison).
         representative_data: calibration images of the PTQ export.
         num_calibration_samples: images drawn from them.
-        max_eval_images: score at most this many validation images.
+        max_images: score at most this many validation images.
         seed: seed of the paired bootstraps.
     """
     from kerasseg.evaluation import paired_bootstrap
     from kerasseg.evaluation.compare import compare_keras_tflite
     from kerasseg.export.tflite import to_tflite
 
-    scores = compare_keras_tflite(model, qat_path, eval_data, meta.num_classes, meta.ignore_label,
-                                  max_images=max_eval_images, per_image=ptq_path is not None)
+    scores = compare_keras_tflite(model, qat_path, data, meta.num_classes, meta.ignore_label,
+                                  max_images=max_images, per_image=ptq_path is not None)
     result = ComparisonResult(scores["keras_miou"], scores["tflite_miou"], scores["miou_drop"], scores["num_images"])
     if ptq_path is None:
         return result
     to_tflite(model, ptq_path, "int8", representative_data=representative_data,
               num_calibration_samples=num_calibration_samples, metadata=meta, verbose=False)
-    ptq = compare_keras_tflite(model, ptq_path, eval_data, meta.num_classes, meta.ignore_label,
-                               max_images=max_eval_images, per_image=True)
+    ptq = compare_keras_tflite(model, ptq_path, data, meta.num_classes, meta.ignore_label,
+                               max_images=max_images, per_image=True)
     result.ptq_path, result.ptq_miou, result.ptq_drop = ptq_path, ptq["tflite_miou"], ptq["miou_drop"]
     # A few tenths of a point between two int8 files can be the luck of the validation scenes: the paired bootstrap
     # over the same images says which.
@@ -360,7 +360,7 @@ def run_qat(settings: QATSettings, *, recalibrate_batch_norm=None) -> QATResult:
         recalibration = recalibrate(model, train, eval_data, meta, batches=s.recalibrate_bn,
                                     recalibrate_batch_norm=recalibrate_batch_norm,
                                     save_as=os.path.splitext(s.output)[0] + "_recalibrated.keras",
-                                    max_eval_images=s.max_eval_images, verbose=s.verbose)
+                                    max_images=s.max_eval_images, verbose=s.verbose)
     qat_model = quantize_aware(model, representative_data=calib, num_calibration_samples=s.calibration_samples)
     scorer = None
     if s.select_epoch == "int8":
@@ -369,14 +369,14 @@ def run_qat(settings: QATSettings, *, recalibrate_batch_norm=None) -> QATResult:
     history = fine_tune(qat_model, train, epochs=s.epochs, learning_rate=s.lr, steps_per_epoch=s.steps_per_epoch,
                         ignore_label=meta.ignore_label, class_weights=class_weights, verbose=s.verbose,
                         score=scorer, validation_data=eval_data if s.select_epoch == "fake-quant" else None,
-                        num_classes=meta.num_classes, max_validation_images=s.max_eval_images)
+                        num_classes=meta.num_classes, max_images=s.max_eval_images)
     target = None if s.target == "none" else s.target
     qat_to_tflite(qat_model, s.output, metadata=meta, representative_data=calib,
                   num_calibration_samples=s.calibration_samples, target=target)
     comparison = compare(model, s.output, eval_data, meta,
                          ptq_path=os.path.splitext(s.output)[0] + "_ptq.tflite" if s.compare_ptq else None,
                          representative_data=calib, num_calibration_samples=s.calibration_samples,
-                         max_eval_images=s.max_eval_images, seed=s.seed)
+                         max_images=s.max_eval_images, seed=s.seed)
     selecting = s.select_epoch != "none"
     result = QATResult(
         model=s.model, output=s.output, epochs=s.epochs, lr=s.lr, class_weights=weights_spec,
