@@ -58,6 +58,10 @@ class PytorchLoadReport:
     unexpected: list = dataclasses.field(default_factory=list)
     skipped: dict = dataclasses.field(default_factory=dict)
 
+    def to_dict(self) -> dict:
+        """JSON-ready copy of the fields."""
+        return dataclasses.asdict(self)
+
     def summary(self) -> str:
         lines = [f"PyTorch weights from {self.source} ({self.architecture} layout): {len(self.copied)} layers "
                  f"copied, {len(self.missing)} missing, {len(self.unexpected)} unexpected keys, "

@@ -264,3 +264,26 @@ def test_shadowing_finder_flags_a_function_named_like_its_module(tmp_path):
     modules = {"pkg": str(init), "pkg.check": str(tmp_path / "pkg" / "check.py"), "pkg.tools": "tools.py"}
     assert [f.split(": ", 1)[1] for f in _shadowing(modules)] == [
         "pkg.check is bound to pkg.check.check, hiding the submodule"]
+
+
+RESULT_SUFFIXES = ("Result", "Report", "Row", "Finding", "Scores", "Error")
+
+
+def test_result_objects_have_to_dict():
+    # Every result a function returns serialises the same way; exceptions are excluded by their base class.
+    missing = []
+    for module, path in MODULES.items():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+            if not node.name.endswith(RESULT_SUFFIXES) or any(b.endswith(("Error", "Exception")) for b in bases):
+                continue
+            if node.name.endswith("Error") and bases:
+                continue
+            methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+            if "to_dict" not in methods and not bases - {"object"}:
+                missing.append(f"{module}.{node.name}")
+    assert not missing, f"Result classes without to_dict(): {missing}"

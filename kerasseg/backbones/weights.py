@@ -91,6 +91,10 @@ class WeightLoadReport:
     unused: list = dataclasses.field(default_factory=list)
     input_conversion: str | None = None
 
+    def to_dict(self) -> dict:
+        """JSON-ready copy of the fields."""
+        return dataclasses.asdict(self)
+
     def summary(self) -> str:
         lines = [f"Backbone weights from {self.source}: {len(self.loaded)} layers loaded, "
                  f"{len(self.folded_biases)} conv biases folded into batch norms, {len(self.skipped)} skipped, "

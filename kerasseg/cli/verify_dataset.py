@@ -47,11 +47,7 @@ def main(argv=None) -> int:
         report = verify_dataset(args.format, args.root, split, workers=args.workers, **options)
         print(report.format_text())
         ok &= report.ok
-        reports.append({"split": split, "pairs": report.num_pairs, "errors": [list(e) for e in report.errors],
-                        "histogram": dict(zip(report.class_names, report.histogram.tolist())),
-                        "ignored_pixels": report.ignored_pixels,
-                        "unexpected_values": {str(k): v for k, v in report.unexpected_values.items()},
-                        "sizes": {f"{h}x{w}": n for (h, w), n in report.sizes.items()}})
+        reports.append(report.to_dict())
     if args.json:
         write_json(args.json, {"format": args.format, "root": args.root, "splits": reports})
     return 0 if ok else 1

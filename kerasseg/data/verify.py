@@ -55,6 +55,14 @@ class DatasetReport:
         total = int(self.histogram.sum()) + self.ignored_pixels
         return self.histogram / total if total else np.zeros(len(self.histogram))
 
+    def to_dict(self) -> dict:
+        """JSON-ready: counts, errors, the histogram by class name and the sizes as ``"HxW"``."""
+        return {"split": self.split, "pairs": self.num_pairs, "errors": [list(e) for e in self.errors],
+                "histogram": dict(zip(self.class_names, self.histogram.tolist())),
+                "ignored_pixels": int(self.ignored_pixels),
+                "unexpected_values": {str(k): int(v) for k, v in self.unexpected_values.items()},
+                "sizes": {f"{h}x{w}": int(n) for (h, w), n in self.sizes.items()}}
+
     def format_text(self) -> str:
         lines = [f"{self.format} dataset {self.root!r}, split {self.split!r}: {self.num_pairs} pairs"]
         if self.sizes:

@@ -79,6 +79,10 @@ class LayerError:
     scale: float
     num_elements: int
 
+    def to_dict(self) -> dict:
+        """JSON-ready copy of the fields."""
+        return dataclasses.asdict(self)
+
 
 @dataclasses.dataclass
 class QuantReport:
@@ -108,7 +112,7 @@ class QuantReport:
     def to_dict(self) -> dict:
         return {"model_name": self.model_name, "mode": self.mode, "per_channel": self.per_channel,
                 "num_samples": self.num_samples, "rank_metric": RANK_METRIC, "rounding_floor": ROUNDING_FLOOR,
-                "layers": [dataclasses.asdict(layer) for layer in self.layers]}
+                "layers": [layer.to_dict() for layer in self.layers]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
