@@ -43,12 +43,27 @@ _CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
 
 def convert_to_onnx(model, opset: int = DEFAULT_OPSET, *, output: str = "logits", label_dtype: str = "int32",
                     host_upsample: bool = False, verify: bool = True, seed: int = 0, mode: str = "fp32",
-                    representative_data=None, num_calibration_samples: int = 100,
-                    verbose: bool = False) -> tuple[bytes, dict]:
-    """Converts a Keras model to an ONNX model in memory (see `to_onnx` for the arguments).
+                    representative_data=None, num_calibration_samples: int = 100, verbose: bool = False) -> bytes:
+    """Converts a Keras model to an ONNX model in memory, as `kerasseg.export.convert_to_tflite` does for TFLite.
+
+    The arguments are `to_onnx`'s; the record of the conversion (input / output, verification) goes into the metadata
+    sidecar that `to_onnx` writes.
 
     Returns:
-        ``(model bytes, record)``; the record describes the input / output and the verification.
+        The serialised ONNX model.
+
+    Raises:
+        ValueError: invalid arguments, or a conversion error from tf2onnx.
+        ONNXMismatchError: (a ``ValueError``) onnxruntime's output differs from Keras beyond the tolerance.
+    """
+    return _conversion(model, opset, output=output, label_dtype=label_dtype, host_upsample=host_upsample,
+                       verify=verify, seed=seed, mode=mode, representative_data=representative_data,
+                       num_calibration_samples=num_calibration_samples, verbose=verbose)[0]
+
+
+def _conversion(model, opset: int, *, output: str, label_dtype: str, host_upsample: bool, verify: bool, seed: int,
+                mode: str, representative_data, num_calibration_samples: int, verbose: bool) -> tuple[bytes, dict]:
+    """`convert_to_onnx` with the record of the conversion: ``(model bytes, record)``.
 
     Raises:
         ValueError: invalid arguments, or a conversion error from tf2onnx.
@@ -217,10 +232,9 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, *, output: str = "logits", 
     if not path.endswith(".onnx"):
         raise ValueError(f"Expected a path ending in '.onnx'. Received: path={path!r}")
     meta = export_metadata(model, metadata)
-    data, record = convert_to_onnx(model, opset, output=output, label_dtype=label_dtype,
-                                   host_upsample=host_upsample, verify=verify, mode=mode,
-                                   representative_data=representative_data,
-                                   num_calibration_samples=num_calibration_samples, verbose=verbose)
+    data, record = _conversion(model, opset, output=output, label_dtype=label_dtype, host_upsample=host_upsample,
+                               verify=verify, seed=0, mode=mode, representative_data=representative_data,
+                               num_calibration_samples=num_calibration_samples, verbose=verbose)
     record["host_upsample"] = ({"method": "bilinear", "half_pixel_centers": True,
                                 "size": list(output_upsampling(model)[1])} if host_upsample else None)
     meta.extra["export"] = record

@@ -55,6 +55,14 @@ def test_sidecar_records_the_export(erfnet, exported):
     assert "export" not in erfnet.kerasseg_metadata.extra
 
 
+def test_convert_to_onnx_returns_the_bytes_to_onnx_writes(erfnet, exported):
+    # In memory, like convert_to_tflite: the serialised model, which onnxruntime runs as the written file does.
+    data = onnx_export.convert_to_onnx(erfnet, verify=False)
+    assert isinstance(data, bytes)
+    x = np.random.default_rng(3).normal(size=(1, H, W, 3)).astype(np.float32)
+    np.testing.assert_allclose(ONNXModel(data)(x), ONNXModel(exported)(x), atol=1e-5)
+
+
 def test_label_and_probability_heads(erfnet, tmp_path):
     x = np.random.default_rng(2).normal(size=(1, H, W, 3)).astype(np.float32)
     logits = erfnet(x, training=False).numpy()
