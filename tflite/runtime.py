@@ -167,6 +167,50 @@ def _taps(out_size: int, in_size: int):
     return np.clip(low, 0, in_size - 1), np.clip(low + 1, 0, in_size - 1), frac
 
 
+class _Resizer:
+    """`resize_bilinear` from one ``(h, w, C)`` shape to one size, with its taps, indices and buffers made once.
+
+    A camera sends frames of one size, so the segmenter keeps one of these: the per-frame work is then two gathers
+    (the needed rows, then the left and right taps of all of them at once), one conversion to float32 and the two
+    interpolations in place, in exactly TensorFlow's operation order (horizontal first, ``lo + (hi - lo) * frac``).
+    """
+
+    def __init__(self, shape, size):
+        (h, w, channels), (height, width) = shape, size
+        top, bottom, y_frac = _taps(height, h)
+        left, right, x_frac = _taps(width, w)
+        self.shape, self.size = tuple(shape), (height, width)
+        self.rows = np.concatenate([top, bottom])
+        # Column indices into a row flattened to (w * C,): every channel of the left taps, then of the right ones.
+        self.cols = (np.concatenate([left, right])[:, None] * channels + np.arange(channels)).ravel()
+        self.x_frac = np.repeat(x_frac, channels)[None]
+        self.y_frac = y_frac[:, None]
+        self._gathered = np.empty((2 * height, w * channels), np.uint8)
+        self._taps = np.empty((2 * height, 2 * width * channels), np.uint8)
+        self._float = np.empty((2 * height, 2 * width * channels), np.float32)
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        """float32 ``(height, width, C)``, a view of this resizer's buffer (valid until its next call)."""
+        (height, width), channels = self.size, self.shape[2]
+        flat = np.ascontiguousarray(array).reshape(self.shape[0], -1)
+        if flat.dtype == np.uint8:
+            np.take(flat, self.rows, axis=0, out=self._gathered)
+            np.take(self._gathered, self.cols, axis=1, out=self._taps)
+            np.copyto(self._float, self._taps)
+        else:
+            np.copyto(self._float, np.take(np.take(flat, self.rows, axis=0), self.cols, axis=1), casting="unsafe")
+        half = width * channels
+        lo, hi = self._float[:, :half], self._float[:, half:]
+        np.subtract(hi, lo, out=hi)
+        np.multiply(hi, self.x_frac, out=hi)
+        np.add(lo, hi, out=lo)
+        upper, lower = lo[:height], lo[height:]
+        np.subtract(lower, upper, out=lower)
+        np.multiply(lower, self.y_frac, out=lower)
+        np.add(upper, lower, out=upper)
+        return upper.reshape(height, width, channels)
+
+
 def resize_bilinear(array, size) -> np.ndarray:
     """Bilinear resize of an ``(h, w, C)`` array (uint8 pixels or float scores) to ``size = (height, width)``.
 
@@ -187,17 +231,130 @@ def resize_bilinear(array, size) -> np.ndarray:
         raise ValueError(f"Expected a positive (height, width). Received: size={size!r}")
     if array.shape[:2] == (height, width):
         return array.astype(np.float32, copy=False)
-    top, bottom, y_frac = _taps(height, array.shape[0])
-    left, right, x_frac = _taps(width, array.shape[1])
-    x_frac = x_frac[None, :, None]
+    return _Resizer(array.shape, (height, width))(array).copy()
 
-    def horizontal(rows):
-        rows = array[rows]
-        lo, hi = rows[:, left].astype(np.float32), rows[:, right].astype(np.float32)
-        return lo + (hi - lo) * x_frac
 
-    upper, lower = horizontal(top), horizontal(bottom)
-    return upper + (lower - upper) * y_frac[:, None, None]
+def _pillow_taps(out_size: int, in_size: int):
+    """Pillow's BILINEAR taps along one axis when enlarging (or keeping) it: at most two source pixels.
+
+    The arithmetic of Pillow's ``precompute_coeffs`` (``Resample.c``) in float64, as there: support 1, half-pixel
+    centres, the weights normalised by their sum (which clamps the edges).
+
+    Returns:
+        ``(low, high, w_low, w_high)``: source indices (``high == low`` where one tap) and float64 weights
+        (``w_high == 0`` there).
+    """
+    scale = in_size / out_size
+    center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    low = np.maximum(((center - 1.0) + 0.5).astype(np.int64), 0)  # C's (int) truncates, like astype
+    count = np.minimum(((center + 1.0) + 0.5).astype(np.int64), in_size) - low
+
+    def triangle(x):
+        x = np.abs(x)
+        return np.where(x < 1.0, 1.0 - x, 0.0)
+
+    w_low = triangle((low - center) + 0.5)
+    w_high = np.where(count > 1, triangle(((low + 1) - center) + 0.5), 0.0)
+    total = w_low + w_high
+    return low, np.where(count > 1, low + 1, low), w_low / total, w_high / total
+
+
+def _lerp_pillow(a, b, w_low, w_high):
+    """One pass of Pillow's float ("F") resize: float64 sum of the weighted taps, stored as float32."""
+    return (a.astype(np.float64, copy=False) * w_low + b.astype(np.float64, copy=False) * w_high).astype(np.float32)
+
+
+def _lerp_tensorflow(a, b, frac, _unused=None):
+    """One pass of TensorFlow's bilinear resize (and `resize_bilinear`): ``a + (b - a) * frac`` in float32."""
+    return a + (b - a) * frac
+
+
+class _UpsampledArgmax:
+    """Argmax of bilinearly enlarged scores, exact, with the interpolation evaluated at class boundaries only.
+
+    The bilinear scores of an output pixel are a convex combination of the score vectors of its (up to) 2 x 2 source
+    pixels. Where those all have the same argmax ``c``, so has the combination: ``c`` is at least as large as every
+    class in each of them, and strictly larger than the classes before it (ties go to the first index, as
+    ``np.argmax``). So the labels are the source argmax upsampled, and the scores are interpolated (with the same
+    arithmetic as the full resize) only where the neighbours disagree. Rounding cannot reverse that order when the
+    gaps are whole quantisation steps (integer outputs, compared on their raw integers: the scale is positive); for
+    float outputs, source pixels whose two best classes are within 1e-4 of the map's largest magnitude are treated
+    as boundaries too.
+
+    Args:
+        in_shape, size: the ``(h, w)`` of the scores and the ``(height, width)`` of the labels; enlarging (or keeping)
+            each axis.
+        rule: ``"pillow"`` (``Image.resize(BILINEAR)`` on float channels) or ``"tensorflow"`` (`resize_bilinear`).
+        num_classes, quantization: the scores' channels and ``(scale, zero_point)`` (``None`` for float scores).
+        label_dtype: the labels' dtype.
+        raw_dtype: the dtype of the raw scores (an 8- or 16-bit integer when quantised).
+    """
+
+    # Above this share of boundary pixels the full resize (in C, one channel at a time) is cheaper.
+    DENSE_SHARE = 0.3
+
+    def __init__(self, in_shape, size, rule, num_classes, quantization, label_dtype, raw_dtype):
+        (h, w), (height, width) = in_shape, size
+        taps = _pillow_taps if rule == "pillow" else (lambda o, i: _taps(o, i) + (None,))
+        self.rows, self.cols = taps(height, h), taps(width, w)
+        self.lerp = _lerp_pillow if rule == "pillow" else _lerp_tensorflow
+        self.rule, self.size, self.quantization = rule, (height, width), quantization
+        self.label_dtype = np.dtype(label_dtype)
+        # A code outside the labels marks a boundary block; int16 when 255 is a label.
+        self.code_dtype, self.boundary = (np.uint8, 255) if num_classes < 255 else (np.int16, -1)
+        self._table = None
+        if quantization is not None:
+            # Every raw value's float32 score as run() dequantises it, indexed by the raw value itself (negative
+            # int8 / int16 values index from the end); float64 for Pillow's arithmetic, which widens them anyway.
+            scale, zero_point = quantization
+            bits = np.dtype(raw_dtype).itemsize * 8
+            values = np.arange(2 ** bits).astype(np.dtype(f"uint{bits}")).view(raw_dtype)
+            self._table = ((values.astype(np.float32) - np.float32(zero_point)) * scale).astype(
+                np.float64 if rule == "pillow" else np.float32)
+
+    @staticmethod
+    def enlarges(in_shape, size) -> bool:
+        return in_shape[0] <= size[0] and in_shape[1] <= size[1]
+
+    def __call__(self, raw: np.ndarray, dense) -> np.ndarray:
+        """Labels ``size`` of raw scores ``(h, w, K)`` (integers when quantised); ``dense(raw)`` is the full path."""
+        low_labels = np.argmax(raw, axis=-1).astype(self.code_dtype)
+        # Block (r, c) covers source pixels {r, r+1} x {c, c+1}, which contain every tap of an output pixel whose
+        # low taps are (r, c); the edge is replicated so the last row and column have blocks too.
+        padded = np.pad(low_labels, ((0, 1), (0, 1)), mode="edge")
+        corner = padded[:-1, :-1]
+        uniform = (corner == padded[:-1, 1:]) & (corner == padded[1:, :-1]) & (corner == padded[1:, 1:])
+        if self.quantization is None and np.issubdtype(raw.dtype, np.floating):
+            tolerance = np.float32(1e-4) * np.max(np.abs(raw))
+            top = np.max(raw, axis=-1, keepdims=True)
+            near = np.pad(np.count_nonzero(raw >= top - tolerance, axis=-1) > 1, ((0, 1), (0, 1)), mode="edge")
+            uniform &= ~(near[:-1, :-1] | near[:-1, 1:] | near[1:, :-1] | near[1:, 1:])
+        # Output pixels spread evenly over the blocks, so the share of mixed blocks is the share of boundary pixels.
+        if np.count_nonzero(~uniform) > self.DENSE_SHARE * uniform.size:
+            return dense(raw)
+        code = np.where(uniform, corner, np.asarray(self.boundary, self.code_dtype))
+        labels = np.take(np.take(code, self.rows[0], axis=0), self.cols[0], axis=1)
+        border = np.flatnonzero(labels == self.boundary)
+        labels = labels.astype(self.label_dtype, copy=False)
+        flat = labels.reshape(-1)
+        width = self.size[1]
+        for start in range(0, len(border), 1 << 15):  # bounded memory: 32768 pixels x K scores at a time
+            index = border[start:start + (1 << 15)]
+            flat[index] = self._interpolated_argmax(raw, index // width, index % width)
+        return labels
+
+    def _interpolated_argmax(self, raw, ys, xs):
+        (r0, r1, wy0, wy1), (c0, c1, wx0, wx1) = ([t[ys] if t is not None else None for t in self.rows],
+                                                  [t[xs] if t is not None else None for t in self.cols])
+
+        def scores(r, c):
+            # Channels first, so that the per-pixel weights broadcast along the long contiguous axis.
+            s = np.ascontiguousarray(raw[r, c].T)
+            return self._table[s] if self._table is not None else s
+
+        upper = self.lerp(scores(r0, c0), scores(r0, c1), wx0, wx1)
+        lower = self.lerp(scores(r1, c0), scores(r1, c1), wx0, wx1)
+        return np.argmax(self.lerp(upper, lower, wy0, wy1), axis=0)
 
 
 def letterbox_box(image_size, input_size) -> tuple[int, int, int, int]:
@@ -420,6 +577,8 @@ class Segmenter:
         with open(model_path, "rb") as f:
             model_bytes = f.read()
         self._box = None
+        self._resizer = None  # _Resizer of the last frame shape
+        self._upsampler = None  # (key, _UpsampledArgmax) of the last output and frame sizes
         delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
         self.accelerator = (f"delegate {os.path.basename(os.fspath(delegate))} (operators it does not take run on the "
                             f"CPU)" if delegate is not None else f"CPU (XNNPACK, {num_threads} threads)")
@@ -563,16 +722,20 @@ class Segmenter:
             # The mean colour normalises to zero, the value the network's own zero padding has.
             x = np.empty((height, width, 3), np.float32)
             x[...] = self.mean
-            x[top:top + inner_h, left:left + inner_w] = resize_bilinear(pixels, (inner_h, inner_w))
+            x[top:top + inner_h, left:left + inner_w] = self._resize(pixels, (inner_h, inner_w))
         elif pixels.shape[:2] != (height, width):
-            x = resize_bilinear(pixels, (height, width))
+            x = self._resize(pixels, (height, width))  # the resizer's buffer: rounded in place below
         else:
             x = pixels
         if self.input_format == "pixels":
             if np.issubdtype(self.input_dtype, np.integer) and x.dtype != self.input_dtype:
                 info = np.iinfo(self.input_dtype)
-                x = np.clip(np.rint(x), info.min, info.max)
-            return x.astype(self.input_dtype, copy=False)[None]
+                if x.dtype == np.float32:
+                    x = np.clip(np.rint(x, out=x), info.min, info.max, out=x)
+                else:
+                    x = np.clip(np.rint(x), info.min, info.max)
+            # A frame at the model's size goes in as it is; the resizer's buffer is reused, so never returned.
+            return x.astype(self.input_dtype, copy=x is not pixels)[None]
         x = (x.astype(np.float32) - self.mean) / self.std
         if self._in_q is not None:
             scale, zero_point = self._in_q
@@ -580,9 +743,17 @@ class Segmenter:
             x = np.clip(np.rint(x / scale) + zero_point, info.min, info.max)
         return x.astype(self.input_dtype)[None]
 
+    def _resize(self, pixels: np.ndarray, size) -> np.ndarray:
+        """`resize_bilinear` of a frame through a resizer kept for the last frame shape (a camera's is fixed)."""
+        if self._resizer is None or (self._resizer.shape, self._resizer.size) != (pixels.shape, tuple(size)):
+            self._resizer = _Resizer(pixels.shape, size)
+        return self._resizer(pixels)
+
     def run(self, model_input: np.ndarray) -> np.ndarray:
         """Invokes the model on a preprocessed input; float32 scores ``(h, w, K)`` or labels ``(h, w)``."""
-        raw = self.invoke(model_input)
+        return self._dequantize(self.invoke(model_input))
+
+    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
         if self._out_q is not None:
             scale, zero_point = self._out_q
             return (raw.astype(np.float32) - np.float32(zero_point)) * scale
@@ -625,36 +796,59 @@ class Segmenter:
         t0 = time.perf_counter()
         model_input = self.preprocess(pixels)
         t1 = time.perf_counter()
-        out = self.run(model_input)
+        raw = self.invoke(model_input)
         if self._box is not None:
-            out = self._crop_padding(out)
+            raw = self._crop_padding(raw)
         t2 = time.perf_counter()
-        height, width = pixels.shape[:2]
-        if self.host_upsample is not None and upsample == "bilinear":
-            # Reduced-resolution logits: one exact bilinear resize straight to the image size, then the argmax.
-            labels = np.argmax(resize_bilinear(out, (height, width)), axis=-1).astype(self._label_dtype)
-            t3 = time.perf_counter()
-            self.timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
-                            "postprocess": 1e3 * (t3 - t2)}
-            return labels
-        if self.output == "labels" or upsample == "nearest" or out.shape[:2] == (height, width):
-            labels = out if self.output == "labels" else np.argmax(out, axis=-1)
-            labels = labels.astype(np.int32)
-            if labels.shape != (height, width):
-                labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
-        else:
-            # PIL resizes float images one channel at a time ("F" mode).
-            best = np.full((height, width), -np.inf, np.float32)
-            labels = np.zeros((height, width), np.int32)
-            for c in range(out.shape[-1]):
-                channel = np.asarray(Image.fromarray(np.ascontiguousarray(out[..., c])).resize(
-                    (width, height), Image.BILINEAR))
-                better = channel > best
-                best[better] = channel[better]
-                labels[better] = c
-        labels = labels.astype(self._label_dtype)
+        labels = self._labels(raw, pixels.shape[:2], upsample)
         t3 = time.perf_counter()
         self.timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)}
+        return labels
+
+    def _labels(self, raw: np.ndarray, size, upsample: str) -> np.ndarray:
+        """The label map of size ``(height, width)`` of a raw model output (quantised scores stay integers).
+
+        The argmax is taken on the raw integers: dequantising multiplies by a positive scale, which keeps the order
+        and the ties. Bilinear up-sampling of scores goes through `_UpsampledArgmax` (the interpolation at class
+        boundaries only), with Pillow's arithmetic, or TensorFlow's for a ``host_upsample`` model (whose Keras
+        model resizes its logits that way); both give the labels of the full resize followed by the argmax.
+        """
+        height, width = size
+        if self.output != "labels" and upsample == "bilinear" and raw.shape[:2] != (height, width):
+            rule = "tensorflow" if self.host_upsample is not None else "pillow"
+            dense = self._dense_tensorflow if rule == "tensorflow" else self._dense_pillow
+            if not _UpsampledArgmax.enlarges(raw.shape[:2], size):
+                return dense(raw, size)
+            key = (raw.shape[:2], (height, width), rule)
+            if self._upsampler is None or self._upsampler[0] != key:
+                self._upsampler = key, _UpsampledArgmax(raw.shape[:2], size, rule, self.num_classes, self._out_q,
+                                                        self._label_dtype, raw.dtype)
+            return self._upsampler[1](raw, lambda scores: dense(scores, size))
+        labels = raw if self.output == "labels" else np.argmax(raw, axis=-1)
+        labels = labels.astype(self._label_dtype, copy=False)
+        if labels.shape != (height, width):
+            # Pillow's nearest neighbour, on 8-bit images where the labels fit (faster than its 32-bit ones).
+            mode_dtype = np.uint8 if self._label_dtype == np.uint8 else np.int32
+            labels = np.asarray(Image.fromarray(labels.astype(mode_dtype, copy=False)).resize(
+                (width, height), Image.NEAREST)).astype(self._label_dtype, copy=False)
+        return labels
+
+    def _dense_tensorflow(self, raw: np.ndarray, size) -> np.ndarray:
+        """Labels of the whole score map resized with `resize_bilinear` (reduced-resolution logits)."""
+        return np.argmax(resize_bilinear(self._dequantize(raw), size), axis=-1).astype(self._label_dtype)
+
+    def _dense_pillow(self, raw: np.ndarray, size) -> np.ndarray:
+        """Labels of the whole score map resized by Pillow's BILINEAR, one float channel at a time ("F" mode)."""
+        height, width = size
+        best = np.full((height, width), -np.inf, np.float32)
+        labels = np.zeros((height, width), self._label_dtype)
+        better = np.empty((height, width), bool)
+        for c in range(raw.shape[-1]):
+            channel = np.ascontiguousarray(self._dequantize(raw[..., c]))
+            channel = np.asarray(Image.fromarray(channel).resize((width, height), Image.BILINEAR))
+            np.greater(channel, best, out=better)
+            np.copyto(best, channel, where=better)
+            np.copyto(labels, c, where=better)
         return labels
 
     def _crop_padding(self, out: np.ndarray) -> np.ndarray:

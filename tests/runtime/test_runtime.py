@@ -15,7 +15,7 @@ import tensorflow as tf
 import kerasseg
 from kerasseg.export import TFLiteModel, to_tflite
 from kerasseg.preprocessing import normalize_np
-from tflite.runtime import Segmenter, colorize, default_palette, overlay
+from tflite.runtime import Segmenter, colorize, default_palette, overlay, resize_bilinear
 
 from tests.paths import ROOT  # noqa: E402
 H, W, K = 32, 64, 4
@@ -244,8 +244,6 @@ def test_runtime_cli_reports_errors(tmp_path):
 
 @pytest.mark.parametrize("src, dst", [((5, 7), (20, 28)), ((5, 7), (13, 9)), ((8, 4), (8, 4)), ((3, 3), (2, 5))])
 def test_resize_bilinear_matches_tensorflow(src, dst):
-    from tflite.runtime import resize_bilinear
-
     scores = np.random.default_rng(8).normal(size=(*src, 3)).astype(np.float32)
     expected = tf.image.resize(scores[None], dst, method="bilinear").numpy()[0]
     out = resize_bilinear(scores, dst)
@@ -281,9 +279,9 @@ def test_host_upsample_runtime_matches_keras(upsampling_model, tmp_path):
     labels = seg.predict(pixels)
     assert labels.dtype == np.uint8 and np.mean(labels == np.argmax(keras_logits, -1)) > 0.999
     # Another image size: one resize from the reduced logits straight to it.
-    big = image(3 * H, 2 * W, seed=10)
-    assert seg.predict(big).shape == (3 * H, 2 * W)
-    assert seg.predict(big, upsample="nearest").shape == (3 * H, 2 * W)
+    big = image(3 * H + 1, 2 * W - 3, seed=10)
+    np.testing.assert_array_equal(seg.predict(big), np.argmax(resize_bilinear(seg.logits(big), big.shape[:2]), -1))
+    assert seg.predict(big, upsample="nearest").shape == big.shape[:2]
 
 
 def test_host_upsample_int8(upsampling_model, tmp_path):
@@ -296,6 +294,9 @@ def test_host_upsample_int8(upsampling_model, tmp_path):
     pixels = image(seed=11)
     keras_labels = np.argmax(model(normalised(model, pixels), training=False).numpy()[0], -1)
     assert seg.input_dtype == np.uint8 and np.mean(seg.predict(pixels) == keras_labels) > 0.9
+    # The boundary-only argmax of the quantised logits equals the argmax of their full resize.
+    big = image(3 * H + 1, 2 * W - 3, seed=12)
+    np.testing.assert_array_equal(seg.predict(big), np.argmax(resize_bilinear(seg.logits(big), big.shape[:2]), -1))
 
 
 def test_bad_host_upsample_record(upsampling_model, tmp_path):
@@ -357,3 +358,133 @@ print("HEAVY", heavy)
     missing = subprocess.run([sys.executable, os.path.join(ROOT, "tflite", "benchmark.py"),
                               str(tmp_path / "missing.tflite")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "missing.tflite" in missing.stderr
+
+
+# --- the fast paths of the runtime equal the straightforward computations -----------------------------------------
+
+def straightforward_resize(array, size):
+    """The plain form of resize_bilinear: TensorFlow's half-pixel taps, horizontal pass first, in float32."""
+    from tflite.runtime import _taps
+
+    top, bottom, y_frac = _taps(size[0], array.shape[0])
+    left, right, x_frac = _taps(size[1], array.shape[1])
+
+    def horizontal(rows):
+        lo, hi = array[rows][:, left].astype(np.float32), array[rows][:, right].astype(np.float32)
+        return lo + (hi - lo) * x_frac[None, :, None]
+
+    upper, lower = horizontal(top), horizontal(bottom)
+    return upper + (lower - upper) * y_frac[:, None, None]
+
+
+def pillow_bilinear_labels(scores, size):
+    """Argmax of float scores resized by Pillow's BILINEAR one channel at a time (ties: the first class)."""
+    best = np.full(size, -np.inf, np.float32)
+    labels = np.zeros(size, np.int64)
+    for c in range(scores.shape[-1]):
+        channel = np.asarray(Image.fromarray(np.ascontiguousarray(scores[..., c], np.float32)).resize(
+            size[::-1], Image.BILINEAR))
+        better = channel > best
+        best[better], labels[better] = channel[better], c
+    return labels
+
+
+def score_map(rng, shape, classes, dtype):
+    """Scores with regions (some 1 pixel wide), exact ties between classes, and the output's integer range."""
+    h, w = shape
+    info = np.iinfo(dtype)
+    scores = rng.integers(info.min, info.min + 40, size=(h, w, classes))
+    region = rng.integers(0, classes, size=(h // 3 + 1, w // 3 + 1))
+    winner = np.repeat(np.repeat(region, 3, 0), 3, 1)[:h, :w]
+    winner[:, w // 2] = rng.integers(0, classes, size=h)  # a column 1 pixel wide
+    winner[h // 2, :] = rng.integers(0, classes, size=w)  # and a row
+    np.put_along_axis(scores, winner[..., None], info.max - 10, axis=-1)
+    runner_up = (winner + 1 + rng.integers(0, classes - 1, size=(h, w))) % classes
+    tie = rng.random((h, w)) < 0.2  # a second class equal to the best one
+    np.put_along_axis(scores, runner_up[..., None], np.where(tie, info.max - 10, info.max - 11)[..., None], axis=-1)
+    return scores.astype(dtype)
+
+
+@pytest.mark.parametrize("src, dst", [((5, 7), (13, 20)), ((4, 4), (4, 9)), ((1, 3), (7, 3)), ((6, 5), (6, 5)),
+                                      ((3, 8), (1000, 9))])
+def test_pillow_taps_reproduce_pillow_bit_for_bit(src, dst):
+    from tflite.runtime import _lerp_pillow, _pillow_taps
+
+    channel = np.random.default_rng(20).normal(size=src).astype(np.float32)
+    expected = np.asarray(Image.fromarray(channel).resize(dst[::-1], Image.BILINEAR))
+    r0, r1, wy0, wy1 = _pillow_taps(dst[0], src[0])
+    c0, c1, wx0, wx1 = _pillow_taps(dst[1], src[1])
+    rows = _lerp_pillow(channel[:, c0], channel[:, c1], wx0, wx1)
+    np.testing.assert_array_equal(_lerp_pillow(rows[r0], rows[r1], wy0[:, None], wy1[:, None]), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("src, dst", [((17, 23), (40, 61)), ((9, 9), (9, 31)), ((2, 5), (3, 5)), ((16, 32), (35, 67))])
+def test_boundary_only_bilinear_argmax_equals_the_full_resize(dtype, src, dst):
+    from tflite.runtime import _UpsampledArgmax
+
+    rng = np.random.default_rng(sum(src + dst))
+    raw = score_map(rng, src, 5, dtype)
+    quantization = (np.float32(0.037), 3)
+    scores = (raw.astype(np.float32) - np.float32(3)) * np.float32(0.037)
+    for rule, full in (("pillow", lambda: pillow_bilinear_labels(scores, dst)),
+                       ("tensorflow", lambda: np.argmax(resize_bilinear(scores, dst), -1))):
+        upsample = _UpsampledArgmax(src, dst, rule, 5, quantization, np.uint8, raw.dtype)
+        upsample.DENSE_SHARE = 1.0  # the boundary path even where most blocks are boundaries
+        labels = upsample(raw, dense=None)
+        assert labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels, full())
+    # Float scores (a float model) with exact ties and a gap of one float32 step.
+    floats = scores.copy()
+    floats[..., 1] = np.where(rng.random(src) < 0.3, np.nextafter(floats[..., 0], np.inf), floats[..., 1])
+    upsample = _UpsampledArgmax(src, dst, "pillow", 5, None, np.uint8, floats.dtype)
+    upsample.DENSE_SHARE = 1.0
+    np.testing.assert_array_equal(upsample(floats, dense=None), pillow_bilinear_labels(floats, dst))
+
+
+def test_tensorflow_rule_labels_equal_tf_image_resize():
+    from tflite.runtime import _UpsampledArgmax
+
+    raw = score_map(np.random.default_rng(21), (12, 20), 6, np.int8)
+    scores = raw.astype(np.float32) * np.float32(0.05)
+    upsample = _UpsampledArgmax((12, 20), (37, 45), "tensorflow", 6, (np.float32(0.05), 0), np.uint8, raw.dtype)
+    upsample.DENSE_SHARE = 1.0
+    expected = np.argmax(tf.image.resize(scores[None], (37, 45), method="bilinear").numpy()[0], -1)
+    np.testing.assert_array_equal(upsample(raw, dense=None), expected)
+
+
+@pytest.mark.parametrize("src, dst", [((37, 53), (16, 32)), ((9, 11), (20, 30)), ((20, 30), (20, 7))])
+def test_resizer_equals_the_straightforward_resize(src, dst):
+    rng = np.random.default_rng(22)
+    pixels = rng.integers(0, 256, size=(*src, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(resize_bilinear(pixels, dst), straightforward_resize(pixels, dst))
+    scores = rng.normal(size=(*src, 5)).astype(np.float32)
+    np.testing.assert_array_equal(resize_bilinear(scores, dst), straightforward_resize(scores, dst))
+
+
+@pytest.mark.parametrize("aspect", ["stretch", "letterbox"])
+@pytest.mark.parametrize("key", [("fp32", "logits"), ("int8", "logits"), ("int8", "probabilities")])
+def test_predict_equals_the_straightforward_path(exported, key, aspect, monkeypatch):
+    from tflite.runtime import _UpsampledArgmax
+
+    seg = Segmenter(exported["paths"][key], aspect=aspect)
+    for size, seed in (((3 * H, 2 * W), 23), ((H + 7, 3 * W - 5), 24), ((H // 2, W + 3), 25)):
+        frame = image(*size, seed=seed)
+        pixels = straightforward_resize(frame, (H, W)) if aspect == "stretch" else None
+        x = seg.preprocess(frame)
+        if pixels is not None:
+            expected = pixels if x.dtype == np.float32 else np.clip(np.rint(pixels), 0, 255).astype(x.dtype)
+            np.testing.assert_array_equal(x[0], expected)
+            assert not np.shares_memory(x, seg.preprocess(frame))
+        scores = seg.run(x)
+        if seg._box is not None:
+            scores = seg._crop_padding(scores)
+        full = pillow_bilinear_labels(scores, size)
+        np.testing.assert_array_equal(seg.predict(frame), full)
+        with monkeypatch.context() as patch:  # the boundary path however many boundaries the small model has
+            patch.setattr(_UpsampledArgmax, "DENSE_SHARE", 1.0)
+            np.testing.assert_array_equal(seg.predict(frame), full)
+        expected = np.asarray(Image.fromarray(np.argmax(scores, -1).astype(np.int32)).resize(size[::-1],
+                                                                                            Image.NEAREST))
+        np.testing.assert_array_equal(seg.predict(frame, upsample="nearest"), expected)
+
