@@ -553,7 +553,8 @@ class Segmenter:
         output: the model head, ``"logits"``, ``"probabilities"`` or ``"labels"``.
         host_upsample: ``(height, width)`` the logits are up-sampled to on the host (models exported with
             ``host_upsample``), or ``None``.
-        timings: milliseconds spent in ``preprocess``, ``inference`` and ``postprocess`` by the last `predict`.
+        timings: milliseconds spent in ``preprocess`` (the resize), ``inference`` (the model; its raw output) and
+            ``postprocess`` (argmax and up-sampling) by the last `predict`.
     """
 
     def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None, aspect: str = "stretch",
@@ -783,9 +784,10 @@ class Segmenter:
 
         Args:
             image: uint8 ``(H, W, 3)`` array or PIL image.
-            upsample: ``"bilinear"`` resizes the scores to the image size before the argmax (smooth borders);
-                ``"nearest"`` takes the argmax at the model resolution and resizes the labels (faster). A label
-                head is always resized with nearest neighbour.
+            upsample: ``"bilinear"`` gives the labels of the scores resized to the image size (smooth borders;
+                the scores are interpolated only at class boundaries, see `_UpsampledArgmax`, so the cost grows
+                with the share of boundary pixels); ``"nearest"`` takes the argmax at the model resolution and
+                resizes the labels (faster). A label head is always resized with nearest neighbour.
 
         Returns:
             ``(H, W)`` label map, uint8 (int32 beyond 256 classes).
