@@ -112,3 +112,14 @@ def test_gpu_runs_in_a_process_without_tensorflow(tiny):
 def test_gpu_without_an_adapter_is_gpu_unavailable(tiny):
     result = _run_without_tensorflow(tiny, {**os.environ, "VK_ICD_FILENAMES": os.devnull})
     assert "GPU accelerator to start" in result["error"], result
+
+
+def test_parity_tool_refuses_the_gpu_before_anything_runs(tmp_path, capsys):
+    from kerasseg.cli.parity import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "m.keras"), "--hardware", "gpu"])
+    assert info.value.code == 2 and "has loaded TensorFlow" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "m.keras"), "--delegate", "lib.so", "--hardware", "cpu"])
+    assert "either --delegate or --hardware" in capsys.readouterr().err
