@@ -46,13 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-runtime", action="store_true",
                    help="also score every TFLite file through tflite/runtime.py's Segmenter.predict on the full-size "
                         "frames (it resizes them itself), rows runtime-<variant>")
-    p.add_argument("--delegate", help="with --device-runtime: a LiteRT external delegate library (.so) the runtime "
-                                      "rows run on (operators it does not take run on the CPU)")
+    p.add_argument("--delegate", help="a LiteRT external delegate library (.so) the TFLite rows (and with "
+                                      "--device-runtime the runtime rows) run on; operators it does not take run on "
+                                      "the CPU")
     p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of --delegate (repeatable)")
     p.add_argument("--hardware", choices=["cpu", "gpu"], default=None,
-                   help="with --device-runtime: run the runtime rows through LiteRT's CompiledModel on this "
-                        "accelerator (gpu keeps the CPU as fallback)")
+                   help="run the TFLite rows (and with --device-runtime the runtime rows) through LiteRT's "
+                        "CompiledModel on this accelerator (only cpu here: LiteRT's GPU accelerator cannot run in "
+                        "this process, which has loaded TensorFlow)")
     p.add_argument("--output-dir", default=None, help="keep the exported models here (default: a temporary folder)")
     add_json(p, "also write the figures to this JSON file")
     return p
@@ -69,6 +71,23 @@ def main(argv=None) -> int:
         parser.error(f"Expected --variants to be distinct names from {','.join(VARIANTS + QUANT_VARIANTS)}. "
                      f"Received: --variants={args.variants!r}")
 
+    from kerasseg.errors import GpuUnavailableError
+    from kerasseg.runtimes import parse_delegate_options
+
+    if args.hardware == "gpu":
+        # Refused before TensorFlow starts: LiteRT's GPU accelerator crashes in a process that has loaded it.
+        parser.error("Expected --hardware cpu: LiteRT's GPU accelerator cannot run in this process, which has loaded "
+                     "TensorFlow (run tflite/runtime.py --hardware gpu, or kerasseg.export.check(path, 'gpu', "
+                     "run=True), on the exported files instead). Received: --hardware gpu")
+    try:
+        options = parse_delegate_options(args.delegate_option)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.delegate and args.hardware:
+        parser.error(f"Expected either --delegate or --hardware. Received: --delegate={args.delegate} and "
+                     f"--hardware={args.hardware}")
+    tflite_options = {"delegate": args.delegate, "delegate_options": options, "hardware": args.hardware}
+
     import tensorflow as tf
 
     try:
@@ -83,15 +102,8 @@ def main(argv=None) -> int:
     from kerasseg.export.datasets import export_data
 
     frame_runtime = None
-    if (args.delegate or args.hardware) and not args.device_runtime:
-        parser.error("Expected --delegate / --hardware with --device-runtime (the runtime rows run on them). "
-                     "Received: them alone")
     if args.device_runtime:
         runtime = import_device_runtime()
-        try:
-            options = runtime.parse_delegate_options(args.delegate_option)
-        except ValueError as e:
-            parser.error(str(e))
         frame_runtime = lambda path: runtime.Segmenter(  # noqa: E731
             path, num_threads=args.threads, delegate=args.delegate, delegate_options=options,
             hardware=args.hardware).predict
@@ -105,8 +117,9 @@ def main(argv=None) -> int:
                         num_calibration_samples=args.num_calibration, output_dir=args.output_dir, metadata=metadata,
                         host_upsample=args.host_upsample, max_images=args.max_eval_images, num_threads=args.threads,
                         latency_runs=args.runs, model_path=args.model,
-                        files={"qat": args.qat} if args.qat else None, frame_runtime=frame_runtime)
-    except (FileNotFoundError, ValueError) as e:
+                        files={"qat": args.qat} if args.qat else None, frame_runtime=frame_runtime,
+                        tflite_options=tflite_options)
+    except (FileNotFoundError, ValueError, GpuUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(result.format())

@@ -8,7 +8,8 @@ Example::
 Steps (`kerasseg.qat.workflow`): optionally the float model's batch-norm statistics are re-estimated
 (``--recalibrate-bn``); the model is made quantization-aware, fine-tuned on the training split keeping the state
 that scores best on the validation split (``--select-epoch``), converted to int8 TFLite with builtin operators only
-(with its metadata sidecar), checked against a target's rules (``--target``, NPU by default) and scored against the
+(with its metadata sidecar; the file takes uint8 camera pixels, ``--input-format normalized`` keeps the older
+normalised-input contract), checked against a target's rules (``--target``, NPU by default) and scored against the
 float model on the validation split. With ``--compare-ptq`` the post-training int8 export is scored too, with paired
 bootstrap intervals for QAT minus PTQ and QAT minus float. The figures go to stdout and to ``OUTPUT`` with the suffix
 ``.report.json``.
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(kerasseg.training.recalibrate_batch_norm), since QAT freezes them; the recalibrated float "
                         "model is the reference of the scores and is saved as OUTPUT with the suffix "
                         "'_recalibrated.keras' (default 0: off)")
+    p.add_argument("--input-format", default="pixels", choices=["pixels", "normalized"],
+                   help="'pixels' (default): the file takes uint8 camera frames (scale 1, zero point 0) and "
+                        "normalises them in its graph, like tools/export_tflite.py's int8 files; 'normalized': the "
+                        "older contract, int8 normalised images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
     return p

@@ -17,7 +17,7 @@ from kerasseg.runtimes.flatbuffer import custom_ops, float_tensors, schema
 from kerasseg.runtimes.tflite import io_details
 from kerasseg.saving import resolve_model, write_with_sidecar
 
-__all__ = ["convert_to_tflite", "to_tflite"]
+__all__ = ["convert_to_tflite", "to_tflite", "pixel_input_quantization"]
 
 
 def _converter_error():
@@ -29,7 +29,7 @@ def _converter_error():
     return ConverterError
 
 
-def _pixel_input_quantization(data: bytes) -> bytes:
+def pixel_input_quantization(data: bytes) -> bytes:
     """``data`` with its uint8 input quantised as the pixels themselves (scale 1, zero point 0).
 
     The converter derives the input scale from the calibration images' range, so a frame whose darkest / brightest
@@ -107,7 +107,7 @@ def convert_to_tflite(model, mode: str = "fp32", *, representative_data=None, nu
 
     if mode == "int8" and input_format == "pixels" and not fallback:
         # A file with float layers keeps float input and output (see quant_report.quantize_with_float_layers).
-        data = _pixel_input_quantization(data)
+        data = pixel_input_quantization(data)
     non_builtin = custom_ops(data)
     if non_builtin:
         raise ValueError(f"Expected a model of TFLite builtin operators only. Received: model {model.name!r} "

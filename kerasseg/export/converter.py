@@ -13,7 +13,7 @@ from kerasseg.export.options import (INPUT_FORMATS, INTEGER_MODES, IO_DTYPES, OU
 from kerasseg.preprocessing import ModelMetadata
 from kerasseg.saving import resolve_model
 
-__all__ = ["tflite_converter"]
+__all__ = ["tflite_converter", "resolve_io_dtype"]
 
 
 def _check_quantization_options(mode: str, io_dtype, per_channel) -> None:
@@ -28,7 +28,12 @@ def _check_quantization_options(mode: str, io_dtype, per_channel) -> None:
                          f"int16. Received: io_dtype={io_dtype!r}")
 
 
-def _io_dtype(io_dtype, input_format: str) -> str:
+def resolve_io_dtype(io_dtype, input_format: str) -> str:
+    """The int8 file's input / output type: ``io_dtype``, or by default uint8 for pixel input and int8 otherwise.
+
+    Raises:
+        ValueError: an unknown ``io_dtype``, or one other than uint8 for pixel input.
+    """
     if io_dtype is None:
         return "uint8" if input_format == "pixels" else "int8"
     io_dtype = check_choice("io_dtype", io_dtype, IO_DTYPES)
@@ -61,7 +66,7 @@ def tflite_converter(model, mode: str = "fp32", *, representative_data=None, num
     input_format = check_choice("input_format", input_format, INPUT_FORMATS)
     _check_quantization_options(mode, io_dtype, per_channel)
     if mode != "int16x8":  # int16x8 input is int16 whatever the format
-        io_dtype = _io_dtype(io_dtype, input_format)
+        io_dtype = resolve_io_dtype(io_dtype, input_format)
     meta = export_metadata(model, metadata)
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
     shape = static_input_shape(model)

@@ -224,7 +224,8 @@ def time_runs(fn, runs: int = 10, warmup: int = 2) -> tuple[float, float]:
 def parity(model, data, *, variants=VARIANTS, representative_data=None, num_calibration_samples: int = 100,
            output_dir=None, metadata=None, io_dtype: str | None = None, opset: int = 17, host_upsample: bool = False,
            max_images: int | None = None, num_threads: int | None = 2, latency_runs: int = 10,
-           model_path=None, files=None, frame_runtime=None, verbose: bool = True) -> ParityResult:
+           model_path=None, files=None, frame_runtime=None, tflite_options: dict | None = None,
+           verbose: bool = True) -> ParityResult:
     """Exports ``model`` to each variant and scores all runtimes on ``data`` with the same metric code.
 
     Args:
@@ -257,6 +258,9 @@ def parity(model, data, *, variants=VARIANTS, representative_data=None, num_cali
             frame itself). The frames are the evaluation images turned back into pixels (``x * std + mean``,
             rounded), before any resize; each gets a row ``"runtime-<variant>"`` held to its variant's bound, with
             no logit error (labels only).
+        tflite_options: where the TFLite rows run: keyword arguments of `kerasseg.runtimes.TFLiteModel`
+            (``delegate``, ``delegate_options``, ``hardware``); the interpreter on the CPU when ``None``.
+            ``hardware="gpu"`` cannot run here (TensorFlow is loaded) and raises `GpuUnavailableError`.
         verbose: progress to stderr.
 
     Returns:
@@ -326,10 +330,10 @@ def parity(model, data, *, variants=VARIANTS, representative_data=None, num_cali
                     options = {"mode": "int8", "float_layers": [e.tensor for e in kept]}
                 to_tflite(model, path, metadata=meta, io_dtype=io_dtype, host_upsample=host_upsample, verbose=verbose,
                           **calibration, **options)
-                runners[variant] = TFLiteModel(path, num_threads=num_threads)
+                runners[variant] = TFLiteModel(path, num_threads=num_threads, **(tflite_options or {}))
             paths[variant] = path
         for variant, path in files.items():
-            runners[variant] = TFLiteModel(os.fspath(path), num_threads=num_threads)
+            runners[variant] = TFLiteModel(os.fspath(path), num_threads=num_threads, **(tflite_options or {}))
             paths[variant] = os.fspath(path)
         variants = variants + list(files)
         devices = {}

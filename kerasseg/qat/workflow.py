@@ -67,6 +67,8 @@ class QATSettings:
             (0: off).
         seed: shuffling seed.
         verbose: ``fit`` verbosity and progress lines (0, 1 or 2).
+        input_format: ``"pixels"`` (uint8 camera frames in, the normalisation in the graph, like the post-training
+            int8 export) or ``"normalized"`` (the older contract: int8 normalised images in).
     """
 
     model: str
@@ -86,6 +88,7 @@ class QATSettings:
     recalibrate_bn: int = 0
     seed: int = 0
     verbose: int = 2
+    input_format: str = "pixels"
 
     def validate(self, name=lambda field: field) -> QATSettings:
         """Checks the settings before anything is loaded; ``name`` maps a field to the name the errors use.
@@ -112,7 +115,8 @@ class QATSettings:
         if isinstance(self.recalibrate_bn, bool) or not isinstance(self.recalibrate_bn, int) or self.recalibrate_bn < 0:
             raise ValueError(f"Expected {name('recalibrate_bn')} to be 0 (off) or a positive number of batches. "
                              f"Received: {name('recalibrate_bn')}={self.recalibrate_bn!r}")
-        for field, choices in (("select_epoch", SELECT_EPOCH_CHOICES), ("target", TARGET_CHOICES)):
+        for field, choices in (("select_epoch", SELECT_EPOCH_CHOICES), ("target", TARGET_CHOICES),
+                               ("input_format", ("pixels", "normalized"))):
             if getattr(self, field) not in choices:
                 raise ValueError(f"Expected {name(field)} to be one of {list(choices)}. "
                                  f"Received: {name(field)}={getattr(self, field)!r}")
@@ -372,7 +376,7 @@ def run_qat(settings: QATSettings, *, recalibrate_batch_norm=None) -> QATResult:
                         num_classes=meta.num_classes, max_images=s.max_eval_images)
     target = None if s.target == "none" else s.target
     qat_to_tflite(qat_model, s.output, metadata=meta, representative_data=calib,
-                  num_calibration_samples=s.calibration_samples, target=target)
+                  num_calibration_samples=s.calibration_samples, target=target, input_format=s.input_format)
     comparison = compare(model, s.output, eval_data, meta,
                          ptq_path=os.path.splitext(s.output)[0] + "_ptq.tflite" if s.compare_ptq else None,
                          representative_data=calib, num_calibration_samples=s.calibration_samples,

@@ -12,10 +12,12 @@ code of `kerasseg.evaluation` treats every runtime alike. Nothing here scores an
 from kerasseg.runtimes.flatbuffer import custom_ops, float_tensors, model_bytes, read_model, tflite_ops
 from kerasseg.runtimes.keras import KerasPredictor, keras_predict_fn
 from kerasseg.runtimes.onnx import ONNXModel
-from kerasseg.runtimes.tflite import TFLiteModel, io_details, read_sidecar, sidecar_path
+from kerasseg.runtimes.tflite import (HARDWARE, TFLiteModel, compile_model, external_delegate, io_details,
+                                      parse_delegate_options, read_sidecar, sidecar_path)
 
 # What a segmentation model outputs: raw logits, their softmax, or the argmax label map.
 OUTPUT_HEADS = ("logits", "probabilities", "labels")
 
-__all__ = ["OUTPUT_HEADS", "KerasPredictor", "keras_predict_fn", "TFLiteModel", "ONNXModel", "io_details",
+__all__ = ["OUTPUT_HEADS", "KerasPredictor", "keras_predict_fn", "TFLiteModel", "ONNXModel", "io_details", "HARDWARE",
+           "external_delegate", "parse_delegate_options", "compile_model",
            "read_sidecar", "sidecar_path", "model_bytes", "read_model", "tflite_ops", "custom_ops", "float_tensors"]

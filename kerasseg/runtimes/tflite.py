@@ -2,21 +2,34 @@
 
 `TFLiteModel` is a predict function (see `kerasseg.runtimes`): normalised float batches in, float scores or integer
 labels out, with the export's input contract (pixels or normalised values) and quantisation handled from the
-sidecar the export wrote next to the model (`read_sidecar`).
+sidecar the export wrote next to the model (`read_sidecar`). It runs on LiteRT's interpreter (XNNPACK on the CPU),
+optionally with an external delegate library (`external_delegate`), or through LiteRT's ``CompiledModel`` on a
+hardware accelerator (`compile_model`, ``hardware="cpu"`` or ``"gpu"``).
+
+The device runtime ``tflite/runtime.py`` (``Segmenter``) takes the same ``delegate`` / ``delegate_options`` /
+``hardware`` options with the same meaning. It is a single file that runs without kerasseg, and kerasseg does not
+import it, so the two short loaders (`external_delegate`, `compile_model`) exist on both sides; keep them in step.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import numpy as np
 
-from kerasseg.errors import InvalidFileError
+from kerasseg.errors import GpuUnavailableError, InvalidFileError
 from kerasseg.preprocessing import ModelMetadata
 from kerasseg.runtimes.flatbuffer import model_bytes
 from kerasseg.runtimes.inputs import image_batch
 
-__all__ = ["TFLiteModel", "interpreter", "single_io", "quantization", "io_details", "sidecar_path", "read_sidecar"]
+__all__ = ["TFLiteModel", "interpreter", "single_io", "quantization", "io_details", "sidecar_path", "read_sidecar",
+           "HARDWARE", "external_delegate", "parse_delegate_options", "compile_model"]
+
+# LiteRT hardware accelerators for `CompiledModel`; the GPU one always keeps the CPU as fallback, since LiteRT
+# refuses a GPU-only compilation of a graph with operators the GPU cannot run.
+HARDWARE = ("cpu", "gpu")
 
 
 def sidecar_path(path) -> str:
@@ -37,13 +50,109 @@ def read_sidecar(path) -> ModelMetadata:
         raise InvalidFileError(f"{e} (in the sidecar {json_path!r})") from None
 
 
-def interpreter(data: bytes, num_threads: int | None = None):
-    """An allocated LiteRT interpreter of the flatbuffer ``data``."""
+def interpreter(data: bytes, num_threads: int | None = None, delegates: list | None = None):
+    """An allocated LiteRT interpreter of the flatbuffer ``data``, with the given loaded delegates, if any."""
     from ai_edge_litert.interpreter import Interpreter
 
-    result = Interpreter(model_content=data, num_threads=num_threads)
+    result = Interpreter(model_content=data, num_threads=num_threads, experimental_delegates=delegates)
     result.allocate_tensors()
     return result
+
+
+def external_delegate(library, options: dict | None = None):
+    """Loads a LiteRT external delegate (e.g. a vendor NPU or GPU delegate library) with its options.
+
+    Operators the delegate does not take stay on the CPU (LiteRT partitions the graph), so a model always runs.
+
+    Args:
+        library: path of the delegate's shared library (``.so``).
+        options: the delegate's options, e.g. ``{"backend_type": "htp"}`` (values are passed as strings).
+
+    Returns:
+        The loaded delegate, for ``Interpreter(experimental_delegates=[...])``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        InvalidFileError: the library does not load as a LiteRT delegate (LiteRT's own reason is included).
+    """
+    from ai_edge_litert.interpreter import load_delegate
+
+    library = os.fspath(library)
+    if not os.path.isfile(library):
+        raise FileNotFoundError(f"Expected an existing delegate library file. Received: delegate={library!r}")
+    options = {str(k): str(v) for k, v in (options or {}).items()}
+    expected = f"Expected a LiteRT external delegate library that loads with options {options}. Received: " \
+               f"delegate={library!r}, which fails: "
+    # LiteRT's Delegate opens the library the same way; a library that does not open or lacks the plugin entry
+    # point would leave a half-built Delegate whose finaliser raises later, at the garbage collector's whim.
+    try:
+        entry = ctypes.PyDLL(library).tflite_plugin_create_delegate
+    except (OSError, AttributeError) as e:
+        raise InvalidFileError(f"{expected}{e}") from None
+    del entry
+    try:
+        return load_delegate(library, options)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InvalidFileError(f"{expected}{e}") from None
+
+
+def parse_delegate_options(items) -> dict:
+    """``["key=value", ...]`` (the command line's repeated ``--delegate-option``) as a dict.
+
+    Raises:
+        ValueError: an item without ``=`` or without a key.
+    """
+    options = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key:
+            raise ValueError(f"Expected delegate options as KEY=VALUE. Received: {item!r}")
+        options[key] = value
+    return options
+
+
+def compile_model(data: bytes, hardware: str):
+    """LiteRT's ``CompiledModel`` of the flatbuffer ``data`` on a hardware accelerator.
+
+    Args:
+        data: the ``.tflite`` bytes.
+        hardware: ``"cpu"``, or ``"gpu"`` (LiteRT's GPU accelerator, with the CPU as fallback for the operators the
+            GPU does not take; half precision, LiteRT's default).
+
+    Returns:
+        ``(compiled model, input buffers, output buffers, accelerator)``, ``accelerator`` saying in words where the
+        model runs.
+
+    Raises:
+        ValueError: an unknown ``hardware``, or LiteRT does not compile the model for the CPU.
+        GpuUnavailableError: ``"gpu"`` in a process that has imported TensorFlow (LiteRT's GPU accelerator crashes
+            there, so it is not tried; run it in a process of its own, as `kerasseg.export.gpu_compile` does), or
+            the accelerator does not start (no Vulkan adapter; LiteRT prints why on stderr).
+    """
+    if hardware not in HARDWARE:
+        raise ValueError(f"Expected hardware to be one of {list(HARDWARE)}. Received: hardware={hardware!r}")
+    if hardware == "gpu" and "tensorflow" in sys.modules:
+        raise GpuUnavailableError("Expected hardware='gpu' in a process without TensorFlow: LiteRT's GPU accelerator "
+                                  "crashes (segmentation fault) in a process that has imported TensorFlow, so it is "
+                                  "not tried. Run the model in a separate process that imports only "
+                                  "kerasseg.runtimes.tflite (or tflite/runtime.py). Received: TensorFlow imported")
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+
+    accel = HardwareAccelerator.CPU if hardware == "cpu" else HardwareAccelerator.GPU | HardwareAccelerator.CPU
+    try:
+        compiled = CompiledModel.from_buffer(data, hardware_accel=accel)
+        buffers = compiled.create_input_buffers(0), compiled.create_output_buffers(0)
+    except RuntimeError as e:
+        if hardware == "gpu":
+            # With the CPU as fallback a model LiteRT reads always compiles; what fails is the accelerator itself.
+            raise GpuUnavailableError(f"Expected LiteRT's GPU accelerator to start (a Vulkan adapter: a GPU driver, "
+                                      f"or Mesa >= 25 lavapipe selected by VK_ICD_FILENAMES; LiteRT prints the reason "
+                                      f"on stderr). Received: {str(e).strip()}") from None
+        raise ValueError(f"Expected LiteRT to compile the model for hardware={hardware!r}. Received: {e}") from None
+    fallback = "" if hardware == "cpu" or compiled.is_fully_accelerated() else \
+        " (operators it does not take run on the CPU)"
+    return compiled, buffers[0], buffers[1], f"LiteRT CompiledModel on {hardware.upper()}{fallback}"
 
 
 def single_io(interpreter):
@@ -91,15 +200,37 @@ class TFLiteModel:
         num_threads: interpreter CPU threads (LiteRT's default when ``None``).
         metadata: the export's `ModelMetadata`; by default the sidecar next to a model path, if any. Without
             metadata the model is taken to have normalised input.
+        delegate: path of a LiteRT external delegate library (`external_delegate`) the interpreter runs the model
+            on, operators it does not take staying on the CPU; ``None`` (default) runs on the CPU (XNNPACK).
+        delegate_options: the delegate's options, e.g. ``{"backend_type": "htp"}``.
+        hardware: ``None`` (default: the interpreter), or ``"cpu"`` / ``"gpu"`` to run through LiteRT's
+            ``CompiledModel`` on that accelerator (`compile_model`; ``"gpu"`` keeps the CPU as fallback and cannot
+            run in a process that has imported TensorFlow). Not combined with ``delegate``.
+
+    Raises:
+        FileNotFoundError: a missing model file or delegate library.
+        InvalidFileError: a delegate library that does not load (LiteRT's reason included).
+        GpuUnavailableError: ``hardware="gpu"`` where LiteRT's GPU accelerator cannot run (see `compile_model`).
+        ValueError: a model that is not batch-1, single input and output; unknown or conflicting options.
 
     Attributes:
+        accelerator: where the model runs, in words: ``"CPU (XNNPACK)"``, ``"delegate libX.so (operators it does
+            not take run on the CPU)"`` or ``"LiteRT CompiledModel on GPU"`` and the like.
+        hardware: the ``hardware`` option, ``None`` for the interpreter.
         input_shape: ``(H, W, C)`` of the model input.
         head: ``"labels"`` for an integer label-map output, ``"scores"`` for logits or probabilities.
         input_dtype, output_dtype: numpy dtypes of the model's input and output tensors.
         input_quantization, output_quantization: ``(scale, zero_point)`` or ``None``.
     """
 
-    def __init__(self, model, *, num_threads: int | None = None, metadata: ModelMetadata | None = None):
+    def __init__(self, model, *, num_threads: int | None = None, metadata: ModelMetadata | None = None,
+                 delegate=None, delegate_options: dict | None = None, hardware: str | None = None):
+        if hardware is not None and hardware not in HARDWARE:
+            raise ValueError(f"Expected hardware to be one of {list(HARDWARE)} or None. Received: "
+                             f"hardware={hardware!r}")
+        if hardware is not None and delegate is not None:
+            raise ValueError(f"Expected either a delegate or a hardware accelerator. Received: delegate={delegate!r} "
+                             f"and hardware={hardware!r}")
         if metadata is None and not isinstance(model, (bytes, bytearray, memoryview)) and os.path.isfile(
                 sidecar_path(model)):
             metadata = read_sidecar(model)
@@ -108,8 +239,18 @@ class TFLiteModel:
         self._pixels = None
         if self.input_format == "pixels":
             self._pixels = (np.asarray(metadata.mean, np.float32), np.asarray(metadata.std, np.float32))
-        self.interpreter = interpreter(model_bytes(model), num_threads)
+        data = model_bytes(model)
+        delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
+        # With a hardware accelerator the interpreter (without delegates) still describes the tensors.
+        self.interpreter = interpreter(data, num_threads, delegates)
         self._input, self._output = single_io(self.interpreter)
+        self.hardware = hardware
+        self.accelerator = (f"delegate {os.path.basename(os.fspath(delegate))} (operators it does not take run on the "
+                            f"CPU)" if delegate is not None else "CPU (XNNPACK)")
+        self._compiled = None
+        if hardware is not None:
+            compiled, inputs, outputs, self.accelerator = compile_model(data, hardware)
+            self._compiled = compiled, inputs, outputs
         shape = tuple(int(d) for d in self._input["shape"])
         if len(shape) != 4 or shape[0] != 1:
             raise ValueError(f"Expected a batch-1 image model with input (1, H, W, C). Received: input shape "
@@ -136,6 +277,17 @@ class TFLiteModel:
         scale, zero_point = self.output_quantization
         return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
+    def _invoke(self, model_input: np.ndarray) -> np.ndarray:
+        if self._compiled is None:
+            self.interpreter.set_tensor(self._input["index"], model_input)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output["index"])
+        compiled, inputs, outputs = self._compiled
+        inputs[0].write(np.ascontiguousarray(model_input))
+        compiled.run_by_index(0, inputs, outputs)
+        shape = tuple(int(d) for d in self._output["shape"])
+        return np.asarray(outputs[0].read(int(np.prod(shape)), self.output_dtype)).reshape(shape)
+
     def __call__(self, images) -> np.ndarray:
         """Runs the model image by image.
 
@@ -151,9 +303,7 @@ class TFLiteModel:
         if self._pixels is not None:
             batch = batch * self._pixels[1] + self._pixels[0]
         for image in batch:
-            self.interpreter.set_tensor(self._input["index"], self._quantize(image[None]))
-            self.interpreter.invoke()
-            results.append(self._dequantize(self.interpreter.get_tensor(self._output["index"]))[0])
+            results.append(self._dequantize(self._invoke(self._quantize(image[None])))[0])
         out = np.stack(results)
         return out[0] if single else out
 

@@ -253,15 +253,16 @@ def _qat_int8(name, tmp_path, steps=1):
     assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], ops
     assert float_tensors(path) == []
     details = io_details(path)
-    assert details["input_dtype"] == details["output_dtype"] == "int8"
+    # Camera pixels in, like the post-training int8 export: the frame's bytes are the input tensor.
+    assert details["input_dtype"] == details["output_dtype"] == "uint8" and details["input_quantization"] == [1.0, 0]
     assert details["output_shape"] == [1, *model.outputs[0].shape[1:]]
     meta = read_sidecar(path)
     assert meta.extra["export"]["quantization"] == "qat" and meta.model_name == name
-    # The QAT file keeps the normalised-input contract and describes itself like every export.
+    # The QAT file describes itself like every export, embedded metadata included.
     from tflite.metadata import read_record
 
     assert read_record(open(path, "rb").read()) == meta.to_dict()
-    assert meta.extra["export"]["input_format"] == "normalized"
+    assert meta.extra["export"]["input_format"] == "pixels"
     return model, qat_model, path, ops
 
 
@@ -309,6 +310,49 @@ def test_qat_erfnet_int8_fast(tmp_path):
     # int8 vs its own fake-quant graph: within a few output quantisation steps.
     scale = lite.std() + 1e-6
     assert np.mean(np.abs(lite - ref)) < 0.2 * scale + 0.05
+    _pixel_file_takes_frames_like_the_normalised_file(model, qat_model, path, tmp_path)
+
+
+def _raw_outputs(path, inputs):
+    """Dequantised outputs of a TFLite file fed ``inputs`` as they are, and the output quantisation step."""
+    from kerasseg.runtimes.tflite import interpreter, single_io
+
+    runner = interpreter(open(path, "rb").read())
+    inp, out = single_io(runner)
+    outputs = []
+    for x in inputs:
+        runner.set_tensor(inp["index"], x[None])
+        runner.invoke()
+        scale, zero_point = out["quantization"]
+        outputs.append((runner.get_tensor(out["index"])[0].astype(np.float32) - zero_point) * scale)
+    return np.stack(outputs), scale
+
+
+def _pixel_file_takes_frames_like_the_normalised_file(model, qat_model, pixels_path, tmp_path):
+    """The default (pixel-input) QAT file against the same QAT model exported with normalised input."""
+    from kerasseg.export import io_details, read_sidecar
+    from kerasseg.preprocessing import normalize_np
+    from kerasseg.qat import qat_to_tflite
+
+    normalized_path = qat_to_tflite(qat_model, tmp_path / "normalized.tflite", representative_data=_batch(model)[0],
+                                    input_format="normalized")
+    details = io_details(normalized_path)
+    assert details["input_dtype"] == "int8" and read_sidecar(normalized_path).extra["export"]["input_format"] == (
+        "normalized")
+    meta = read_sidecar(pixels_path)
+    frames = np.random.default_rng(5).integers(0, 256, size=(4, 32, 32, 3)).astype(np.uint8)
+    scale, zero_point = details["input_quantization"]
+    quantized = np.clip(np.round(normalize_np(frames, meta.mean, meta.std) / scale) + zero_point, -128, 127)
+    by_pixels, _ = _raw_outputs(pixels_path, frames)
+    by_normalized, step = _raw_outputs(normalized_path, quantized.astype(np.int8))
+    # The same network after the same int8 normalised image (to rounding ties): where the normalised file decides by
+    # more than a few output steps, both agree. This random-weight model's logits are mostly within 1-2 steps of a
+    # tie, where a rounding tie in one input pixel flips the argmax, so the undecided pixels do not count.
+    top2 = np.sort(by_normalized, axis=-1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 4.5 * step
+    assert decided.sum() >= 100, decided.sum()
+    agreement = np.argmax(by_pixels, -1) == np.argmax(by_normalized, -1)
+    assert agreement[decided].mean() >= 0.99 and agreement.mean() > 0.8, (agreement[decided].mean(), agreement.mean())
 
 
 @pytest.mark.heavy

@@ -28,7 +28,8 @@ def test_settings_reject_bad_values_before_loading_anything(tmp_path):
     with pytest.raises(ValueError, match="'.tflite'"):
         QATSettings("m.keras", str(tmp_path), str(tmp_path / "x.bin")).validate()
     for field, value in (("recalibrate_bn", -1), ("epochs", 0), ("batch_size", 0), ("calibration_samples", 0),
-                         ("steps_per_epoch", 0), ("select_epoch", "best"), ("target", "tpu"), ("lr", 0.0)):
+                         ("steps_per_epoch", 0), ("select_epoch", "best"), ("target", "tpu"), ("lr", 0.0),
+                         ("input_format", "rgb")):
         with pytest.raises(ValueError, match=f"Received: {field}="):
             QATSettings("m.keras", str(tmp_path), str(tmp_path / "x.tflite"), **{field: value}).validate()
     # The tool names them by their flags.
@@ -119,6 +120,7 @@ def test_qat_end_to_end_on_synthetic(name, kwargs, epochs, tmp_path):
     assert not [op for op in tflite_ops(out) if op.startswith("Flex") or op == "CUSTOM"]
     assert float_tensors(out) == []
     assert read_sidecar(out).extra["export"]["quantization"] == "qat"
+    assert read_sidecar(out).extra["export"]["input_format"] == "pixels"  # camera frames in, like PTQ int8
     with open(os.path.splitext(out)[0] + ".report.json") as f:
         assert json.load(f)["qat_miou"] == report["qat_miou"]
     # The bounds: QAT int8 within 0.5 mIoU points of the float model, and not worse than PTQ int8. The kept state
