@@ -32,6 +32,7 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image
 
 try:
     from .runtime import Segmenter, external_delegate, load_image, parse_delegate_options
@@ -139,8 +140,12 @@ def format_table(rows: list[dict]) -> str:
 
 def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int = 20, warmup: int = 3,
                upsample: str = "bilinear", delegate=None, delegate_options: dict | None = None,
-               hardware: str | None = None) -> dict:
+               hardware: str | None = None, frame=None) -> dict:
     """Frame -> label map through `runtime.Segmenter.predict`, next to the bare inference of the same file.
+
+    The frame is random pixels of ``frame_size``, or ``frame`` (an image file or uint8 ``(H, W, 3)`` array, e.g. a
+    real street scene, whose predicted labels form regions as a camera's do) resized to ``frame_size`` with Pillow's
+    bicubic filter (``frame_size=None`` keeps its own size).
 
     Both are timed in one process on the same runtime (``Segmenter.invoke``: set the input, invoke, get the raw
     output), runs interleaved (one bare inference, one prediction) so that a shared machine's load hits both alike.
@@ -150,12 +155,22 @@ def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int
         ``end_to_end_ms`` (median prediction), ``ratio`` (their quotient), ``split_ms`` (median ``preprocess``,
         ``inference`` and ``postprocess`` of the predictions) and ``accelerator``.
     """
+    source = frame if frame is None or not isinstance(frame, np.ndarray) else "array"
+    if frame is not None:
+        frame = load_image(frame) if not isinstance(frame, np.ndarray) else frame
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"Expected a uint8 (H, W, 3) frame. Received: dtype {frame.dtype}, shape {frame.shape}")
+        if frame_size is None:
+            frame_size = frame.shape[:2]
     height, width = (int(v) for v in frame_size)
     if height < 1 or width < 1:
         raise ValueError(f"Expected a positive frame size (height, width). Received: frame_size={frame_size!r}")
     seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options,
                     hardware=hardware)
-    frame = np.random.default_rng(0).integers(0, 256, size=(height, width, 3)).astype(np.uint8)
+    if frame is None:
+        frame = np.random.default_rng(0).integers(0, 256, size=(height, width, 3)).astype(np.uint8)
+    elif frame.shape[:2] != (height, width):
+        frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.BICUBIC))
     model_input = seg.preprocess(frame)
     for _ in range(warmup):
         seg.predict(frame, upsample=upsample)
@@ -172,6 +187,7 @@ def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int
     invoke_ms, total_ms = float(np.median(invoke)), float(np.median(total))
     return {"path": os.fspath(path), "frame_size": [height, width], "input_size": list(seg.input_size),
             "threads": num_threads, "runs": runs, "upsample": upsample, "invoke_ms": invoke_ms,
+            "frame": "random" if source is None else os.path.basename(os.fspath(source)),
             "end_to_end_ms": total_ms, "ratio": total_ms / invoke_ms if invoke_ms > 0 else float("inf"),
             "split_ms": {k: float(np.median(v)) for k, v in split.items()}, "accelerator": seg.accelerator}
 
@@ -204,7 +220,7 @@ def format_end_to_end(row: dict) -> str:
     split = row["split_ms"]
     h, w = row["frame_size"]
     ih, iw = row["input_size"]
-    return (f"{os.path.basename(row['path'])}: {w}x{h} frame -> {iw}x{ih} model -> {w}x{h} labels "
+    return (f"{os.path.basename(row['path'])}: {w}x{h} frame ({row['frame']}) -> {iw}x{ih} model -> {w}x{h} labels "
             f"({row['upsample']} up-sampling), {row['threads']} threads, on {row['accelerator']}\n"
             f"  bare inference  {row['invoke_ms']:.1f} ms (median of {row['runs']})\n"
             f"  frame -> labels {row['end_to_end_ms']:.1f} ms = x{row['ratio']:.2f} the bare inference (preprocess "
@@ -228,6 +244,8 @@ def main(argv=None) -> int:
                              "1920), next to the bare invoke")
     parser.add_argument("--upsample", choices=["bilinear", "nearest"], default="bilinear",
                         help="the runtime's up-sampling for --frame-size / --frames (default bilinear)")
+    parser.add_argument("--frame", help="time frame -> label map on this image file (resized to --frame-size "
+                                            "when given) instead of random pixels")
     parser.add_argument("--frames", help="segment every image of this folder in one call and report frames/s")
     parser.add_argument("--hardware", choices=["cpu", "gpu"], default=None,
                         help="--frame-size / --frames through LiteRT's CompiledModel on this accelerator (gpu keeps "
@@ -238,10 +256,10 @@ def main(argv=None) -> int:
         rows = benchmark(args.models, num_threads=args.threads, runs=args.runs, warmup=args.warmup,
                          delegate=args.delegate, delegate_options=options)
         extra = {}
-        if args.frame_size:
+        if args.frame_size or args.frame:
             extra["end_to_end"] = [end_to_end(p, args.frame_size, num_threads=args.threads, runs=args.runs,
                                               warmup=args.warmup, upsample=args.upsample, delegate=args.delegate,
-                                              delegate_options=options, hardware=args.hardware)
+                                              delegate_options=options, hardware=args.hardware, frame=args.frame)
                                    for p in args.models]
         if args.frames:
             extra["frames"] = []

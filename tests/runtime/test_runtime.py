@@ -15,7 +15,7 @@ import tensorflow as tf
 import kerasseg
 from kerasseg.export import TFLiteModel, to_tflite
 from kerasseg.preprocessing import normalize_np
-from tflite.runtime import Segmenter, colorize, default_palette, overlay, resize_bilinear
+from tflite.runtime import Segmenter, colorize, default_palette, load_image, overlay, resize_bilinear
 
 from tests.paths import ROOT  # noqa: E402
 H, W, K = 32, 64, 4
@@ -335,6 +335,29 @@ def test_benchmark_library(exported):
         benchmark(paths, runs=0)
     with pytest.raises(ValueError, match="at least one"):
         benchmark([])
+
+
+def test_end_to_end_and_frame_folder(exported, tmp_path):
+    from tflite.benchmark import end_to_end, format_end_to_end, segment_folder
+
+    path = exported["paths"]["int8", "logits"]
+    row = end_to_end(path, (45, 70), num_threads=1, runs=2, warmup=1)
+    assert row["frame"] == "random" and row["frame_size"] == [45, 70] and row["ratio"] > 0
+    assert set(row["split_ms"]) == {"preprocess", "inference", "postprocess"}
+    frame_file = tmp_path / "frames" / "street.png"
+    frame_file.parent.mkdir()
+    Image.fromarray(image(30, 50, seed=21)).save(frame_file)
+    # A real frame is resized to the requested camera size; without one it keeps its own.
+    row = end_to_end(path, (60, 100), num_threads=1, runs=2, warmup=1, frame=frame_file)
+    assert row["frame"] == "street.png" and row["frame_size"] == [60, 100]
+    assert "(street.png)" in format_end_to_end(row)
+    assert end_to_end(path, None, num_threads=1, runs=1, warmup=0, frame=frame_file)["frame_size"] == [30, 50]
+    with pytest.raises(ValueError, match="Expected a uint8 \\(H, W, 3\\) frame"):
+        end_to_end(path, None, runs=1, frame=np.zeros((4, 4), np.uint8))
+    Image.fromarray(image(20, 40, seed=22)).save(tmp_path / "frames" / "next.jpg")
+    done = segment_folder(path, tmp_path / "frames", num_threads=1)
+    assert done["frames"] == 2 and [lab.shape for lab in done["labels"]] == [(20, 40), (30, 50)]
+    np.testing.assert_array_equal(done["labels"][1], Segmenter(path).predict(load_image(frame_file)))
 
 
 def test_benchmark_cli_never_imports_tensorflow(exported, tmp_path):
