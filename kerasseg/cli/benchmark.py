@@ -147,6 +147,24 @@ MANIFEST = "manifest.json"
 # export
 # --------------------------------------------------------------------------------------------------------------
 
+def _trained_at_size(weights: str, input_size):
+    """The trained model ``weights`` (a pretrained name or a ``.keras`` file) rebuilt at ``input_size``.
+
+    Fully convolutional models take the same weights at any input size; latency then reflects a trained model's
+    outputs (class regions), which the runtime's boundary-only up-sampling depends on, instead of random ones.
+    """
+    import kerasseg
+    from kerasseg.training.callbacks import copy_model_weights
+
+    source = kerasseg.pretrained(weights) if weights in kerasseg.list_pretrained() else kerasseg.load_model(weights)
+    meta = source.kerasseg_metadata
+    model = kerasseg.build_model(meta.model_name, num_classes=meta.num_classes, input_shape=(*input_size, 3),
+                                 **meta.extra.get("builder_kwargs", {}))
+    copy_model_weights(source, model)
+    model.kerasseg_metadata = meta.with_input_shape((*input_size, 3))
+    return model
+
+
 def _export(args) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
@@ -165,13 +183,17 @@ def _export(args) -> int:
 
     try:
         keras.utils.set_random_seed(args.seed)
-        model = kerasseg.build_model(args.model, num_classes=args.num_classes,
-                                     input_shape=(*args.input_size, 3))
-    except (TypeError, ValueError) as e:
+        if args.weights:
+            model = _trained_at_size(args.weights, args.input_size)
+        else:
+            model = kerasseg.build_model(args.model, num_classes=args.num_classes,
+                                         input_shape=(*args.input_size, 3))
+    except (TypeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.output_dir, exist_ok=True)
-    stem = f"{args.model}_{args.input_size[0]}x{args.input_size[1]}"
+    name = model.kerasseg_metadata.model_name if args.weights else args.model
+    stem = f"{name}_{args.input_size[0]}x{args.input_size[1]}"
     files = {"keras": kerasseg.save_model(model, os.path.join(args.output_dir, f"{stem}.keras"))}
     calibration = None
     if "int8" in modes:
@@ -192,7 +214,7 @@ def _export(args) -> int:
         t = time.perf_counter()
         files["onnx"] = to_onnx(model, os.path.join(args.output_dir, f"{stem}.onnx"))
         print(f"exported onnx in {time.perf_counter() - t:.0f} s: {files['onnx']}")
-    manifest = {"model": args.model, "num_classes": args.num_classes, "input_size": list(args.input_size),
+    manifest = {"model": name, "num_classes": model.kerasseg_metadata.num_classes, "weights": args.weights, "input_size": list(args.input_size),
                 "macs": count_macs(model), "files": {k: os.path.basename(v) for k, v in files.items()}}
     print(f"wrote {write_json(os.path.join(args.output_dir, MANIFEST), manifest)}")
     return 0
@@ -345,6 +367,8 @@ def _latency(args) -> int:
 def _add_export_parser(subparsers) -> None:
     e = subparsers.add_parser("export", help="build a model and export it to every runtime of the latency table")
     e.add_argument("--model", default="erfnet", help="registry name (default erfnet)")
+    e.add_argument("--weights", help="export this trained model instead (a pretrained name such as erfnet_camvid, or "
+                                     "a .keras file), rebuilt at --input-size; --model and --num-classes are its own")
     e.add_argument("--num-classes", type=at_least(1), default=19)
     e.add_argument("--input-size", type=image_size("--input-size"), default=(512, 1024),
                    help="HEIGHTxWIDTH (default 512x1024)")

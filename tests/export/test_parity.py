@@ -247,6 +247,26 @@ def test_benchmark_export_and_latency_table(tmp_path, capsys):
     assert benchmark.main(["export", "--output-dir", str(tmp_path / "x"), "--modes", "int4"]) == 2
 
 
+def test_benchmark_export_of_trained_weights_at_another_size(tmp_path):
+    # The shipped ERFNet (trained at 360x480) exported at 64x96: its weights, class count and preprocessing.
+    import kerasseg
+    from kerasseg.cli import benchmark
+
+    folder = tmp_path / "trained"
+    assert benchmark.main(["export", "--weights", "erfnet_camvid", "--input-size", "64x96", "--output-dir",
+                           str(folder), "--modes", "fp32", "--no-onnx"]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["model"] == "erfnet" and manifest["num_classes"] == 11 and manifest["weights"] == "erfnet_camvid"
+    exported = kerasseg.load_model(folder / "erfnet_64x96.keras")
+    source = kerasseg.pretrained("erfnet_camvid")
+    assert exported.input_shape == (None, 64, 96, 3)
+    assert exported.kerasseg_metadata.class_names == source.kerasseg_metadata.class_names
+    for a, b in zip(exported.weights, source.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert benchmark.main(["export", "--weights", str(tmp_path / "none.keras"), "--output-dir",
+                           str(tmp_path / "y")]) == 2
+
+
 def test_parity_compare_and_evaluate_count_the_same_confusions(colours, result):
     """The three scorers share one paired loop: the same images give the same matrices, whichever asks."""
     from kerasseg.evaluation import compare_keras_tflite, evaluate, keras_predict_fn
