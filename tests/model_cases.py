@@ -113,3 +113,28 @@ def free_keras_memory():
 
     keras.backend.clear_session()
     gc.collect()
+
+
+# fp32 TFLite files of the small builds (CASES), by registry name: the export matrix converts them anyway, and the
+# model tests that only inspect their operators reuse them instead of converting the same graph again.
+_FP32_EXPORTS = {}
+
+
+def remember_fp32_export(name: str, path) -> None:
+    """Records the fp32 export of ``CASES[name]``'s build for `fp32_export`."""
+    _FP32_EXPORTS[name] = path
+
+
+def fp32_export(name: str, folder):
+    """The fp32 TFLite file of ``CASES[name]``'s build: the one recorded this session, else a new one in ``folder``."""
+    import os
+
+    import kerasseg
+    from kerasseg.export import to_tflite
+
+    path = _FP32_EXPORTS.get(name)
+    if path is None or not os.path.isfile(path):
+        model = kerasseg.build_model(name, **CASES[name]["kwargs"])
+        path = to_tflite(model, os.path.join(folder, f"{name}.tflite"), mode="fp32")
+        remember_fp32_export(name, path)
+    return path

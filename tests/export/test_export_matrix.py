@@ -14,7 +14,7 @@ from kerasseg.preprocessing import NORMALIZATIONS
 from kerasseg.export import TFLiteModel, check, float_tensors, read_sidecar, to_tflite
 from kerasseg.layers import MaxUnpooling2D
 from tests.edge_checks import gpu_check
-from tests.model_cases import CASES
+from tests.model_cases import CASES, remember_fp32_export
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
 SLOW = {"fcn8s", "segnet", "pspnet", "deeplabv3"}
@@ -39,6 +39,7 @@ def exported(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(name)
     paths = {mode: to_tflite(model, folder / f"{name}_{mode}.tflite", mode, representative_data=calibration,
                              num_calibration_samples=4, verbose=False) for mode in MODES}
+    remember_fp32_export(name, paths["fp32"])
     x = ((np.round(rng.uniform(0, 255, size=(1, *shape))) - mean) / std).astype(np.float32)
     yield {"name": name, "model": model, "paths": paths, "x": x, "keras": model(x, training=False).numpy()}
     del model

@@ -7,7 +7,7 @@ import pytest
 import kerasseg
 from kerasseg.analysis import count_params
 from kerasseg.losses import SparseCategoricalCrossentropyIgnore
-from tests.model_cases import CASES, EDGE_UNFRIENDLY, free_keras_memory  # noqa: F401 (autouse fixture)
+from tests.model_cases import CASES, EDGE_UNFRIENDLY, fp32_export, free_keras_memory  # noqa: F401 (autouse fixture)
 
 MODELS = kerasseg.list_models()
 
@@ -79,10 +79,8 @@ def test_one_fit_step(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_fp32_tflite_builtin_ops_only(name, tmp_path):
-    from kerasseg.export import tflite_ops, to_tflite
+    from kerasseg.export import tflite_ops
 
-    model, kwargs = _small(name)
-    path = to_tflite(model, tmp_path / f"{name}.tflite", mode="fp32")
-    ops = tflite_ops(path)
+    ops = tflite_ops(fp32_export(name, tmp_path))
     assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], ops
     assert not EDGE_UNFRIENDLY & set(ops), ops
