@@ -46,6 +46,7 @@ def _output_quantize_config():
         def get_activations_and_quantizers(self, layer):
             return []
 
+        # The getters above hand tfmot no weights and no activations, so it never has any to set back here.
         @plain
         def set_quantize_weights(self, layer, quantize_weights):
             pass
