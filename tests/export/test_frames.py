@@ -19,8 +19,8 @@ from kerasseg.preprocessing import normalize_np
 from tflite.metadata import read_labels, read_normalization, read_record
 from tflite.runtime import Segmenter, letterbox_box, resize_bilinear
 
+from tests.mediapipe_client import mediapipe_segment, needs_mediapipe
 from tests.paths import ROOT  # noqa: E402
-MEDIAPIPE_PYTHON = os.path.join(ROOT, ".venv-mediapipe", "bin", "python")
 H, W = 64, 96
 NAMES = ["road", "car", "person", "sky", "building"]
 
@@ -92,24 +92,14 @@ def test_embedded_metadata_describes_the_file(exports):
     assert seg.metadata_source == "embedded" and seg.class_names == NAMES and seg.input_format == "pixels"
 
 
-@pytest.mark.skipif(not os.path.exists(MEDIAPIPE_PYTHON),
-                    reason="the MediaPipe environment .venv-mediapipe is made by `make test`; run that target")
+@needs_mediapipe
 def test_mediapipe_image_segmenter_runs_the_default_exports(exports, tmp_path):
     keys = [(arch, mode) for arch in ("erfnet", "deeplabv3plus") for mode in ("int8", "fp32")]
     image = frame(seed=1)
-    np.save(tmp_path / "frame.npy", image)
-    result = subprocess.run([MEDIAPIPE_PYTHON, os.path.join(ROOT, "tests", "clients", "mediapipe_segment.py"),
-                             str(tmp_path / "frame.npy"), str(tmp_path)] + [str(exports["paths"][k]) for k in keys],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == len(keys)
-    for key, report in zip(keys, reports):
-        path = exports["paths"][key]
-        assert report["labels"] == NAMES, key
-        mask = np.load(tmp_path / (os.path.splitext(os.path.basename(path))[0] + ".npy"))
-        ours = Segmenter(path).predict(image)
-        agreement = float(np.mean(mask.reshape(H, W) == ours))
+    results = mediapipe_segment([exports["paths"][k] for k in keys], image, tmp_path)
+    for key, (labels, mask) in zip(keys, results):
+        assert labels == NAMES, key
+        agreement = float(np.mean(mask == Segmenter(exports["paths"][key]).predict(image)))
         assert agreement >= 0.995, (key, agreement)
 
 
