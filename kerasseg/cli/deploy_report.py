@@ -6,10 +6,12 @@ LiteRT's GPU accelerator and the int8 file with Arm Vela for Ethos-U55, U65 and 
 architecture × target: operators on the accelerator / total, Vela's estimated latency and SRAM, and the reasons of
 every operator left to the CPU, as JSON and markdown (both written atomically).
 
-Example::
+Examples::
 
-    python tools/deploy_report.py --model erfnet@512x1024 --model erfnet@360x480 --model deeplabv3plus@512x1024 \\
-        --output-dir runs/deploy
+    python tools/deploy_report.py --model erfnet@512x1024 --model erfnet@360x480 --output-dir runs/deploy
+    # The README's deployment matrix: the model table's configurations, one process per model, merged; then the
+    # README's table is rewritten from the merged report.
+    python tools/deploy_report.py --reference erfnet --output-dir docs --append --readme README.md
 """
 
 from __future__ import annotations
@@ -18,19 +20,34 @@ import argparse
 import gc
 import json
 import os
+import re
 import tempfile
 
 from kerasseg.cli.common import at_least, parse_image_size, tool_parser, write_text
+from kerasseg.cli.model_table import REFERENCE
 
 NPU_TARGETS = ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256")
+TARGETS = ("gpu", *NPU_TARGETS)
+REPORT = "deploy_report.json"
+# The README's table lies between these two lines; everything between them is rewritten by --readme.
+BEGIN, END = "<!-- deploy-report -->", "<!-- /deploy-report -->"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = tool_parser(__doc__)
-    p.add_argument("--model", action="append", required=True,
-                   help="NAME@HEIGHTxWIDTH, a registry architecture at an input size (repeatable)")
-    p.add_argument("--num-classes", type=at_least(1), default=19, help="classes of every model (default 19)")
-    p.add_argument("--output-dir", required=True, help="folder for deploy_report.json and deploy_report.md")
+    p.add_argument("--model", action="append", default=[],
+                   help="NAME@HEIGHTxWIDTH, a registry architecture at an input size with its default options "
+                        "(repeatable)")
+    p.add_argument("--num-classes", type=at_least(1), default=19, help="classes of the --model models (default 19)")
+    p.add_argument("--reference", nargs="*", metavar="NAME",
+                   help="the configurations of the README's model table (tools/model_table.py): all of them, or "
+                        "those of the registry names given")
+    p.add_argument("--output-dir", required=True, help=f"folder for {REPORT} and deploy_report.md")
+    p.add_argument("--append", action="store_true",
+                   help=f"merge into the output folder's {REPORT}: rows of the same model, size and classes are "
+                        "replaced, the others kept")
+    p.add_argument("--readme", help=f"rewrite the table between the lines {BEGIN} and {END} of this markdown file "
+                                    "from the whole report")
     return p
 
 
@@ -41,7 +58,25 @@ def _parse_model(text: str):
     return name, parse_image_size(size)
 
 
-def _row(name: str, size, num_classes: int) -> dict:
+def _configurations(args) -> list:
+    """``(label, registry name, classes, (height, width), builder kwargs)`` of every model the arguments ask for."""
+    # A --model row takes the model table's label of the architecture's default build ("ERFNet"), if it has one.
+    labels = {name: label for name, _, _, kwargs, label in reversed(REFERENCE) if not kwargs}
+    configs = [(labels.get(name, name), name, args.num_classes, size, {})
+               for name, size in map(_parse_model, args.model)]
+    if args.reference is not None:
+        known = {name for name, *_ in REFERENCE}
+        unknown = sorted(set(args.reference) - known)
+        if unknown:
+            raise ValueError(f"Expected --reference names among {sorted(known)}. Received: {unknown}")
+        configs += [(label, name, classes, shape[:2], kwargs) for name, classes, shape, kwargs, label in REFERENCE
+                    if not args.reference or name in args.reference]
+    if not configs:
+        raise ValueError("Expected at least one --model or --reference. Received: neither")
+    return configs
+
+
+def _row(label: str, name: str, num_classes: int, size, kwargs: dict) -> dict:
     import keras
     import numpy as np
 
@@ -49,9 +84,10 @@ def _row(name: str, size, num_classes: int) -> dict:
     from kerasseg.export import check, to_tflite
 
     keras.utils.set_random_seed(0)
-    model = kerasseg.build_model(name, num_classes, input_shape=(*size, 3))
+    model = kerasseg.build_model(name, num_classes, input_shape=(*size, 3), **kwargs)
     calibration = np.random.default_rng(0).normal(size=(4, *size, 3)).astype(np.float32)
-    row = {"architecture": name, "input": f"{size[0]}x{size[1]}", "targets": {}}
+    row = {"model": label, "architecture": name, "options": kwargs, "classes": num_classes,
+           "input": f"{size[0]}x{size[1]}", "targets": {}}
     with tempfile.TemporaryDirectory(prefix="kerasseg-deploy-") as folder:
         paths = {mode: to_tflite(model, os.path.join(folder, f"{mode}.tflite"), mode, representative_data=calibration,
                                  num_calibration_samples=4, verbose=False) for mode in ("fp16", "int8")}
@@ -84,36 +120,98 @@ def _cell(result: dict) -> str:
 
 def markdown(rows: list) -> str:
     """The report as a markdown table plus the fallback reasons."""
-    targets = ["gpu", *NPU_TARGETS]
-    lines = ["| architecture | input | " + " | ".join(targets) + " |", "|---|---|" + "---|" * len(targets)]
+    lines = ["| model | classes | input | " + " | ".join(TARGETS) + " |", "|---|---|---|" + "---|" * len(TARGETS)]
     for row in rows:
-        lines.append(f"| {row['architecture']} | {row['input']} | "
-                     + " | ".join(_cell(row["targets"][t]) for t in targets) + " |")
+        lines.append(f"| {row['model']} | {row['classes']} | {row['input']} | "
+                     + " | ".join(_cell(row["targets"][t]) for t in TARGETS) + " |")
     lines += ["", "GPU: fp16 export, GPU-only compilation, operators on the GPU / total where the delegate counts "
                   "them. Ethos-U: int8 export, operators on the NPU / total, Vela's estimated latency and SRAM.", ""]
-    tools = sorted({r["targets"][t]["tool"] for r in rows for t in targets})
+    tools = sorted({r["targets"][t]["tool"] for r in rows for t in TARGETS})
     lines += [f"Tools: {'; '.join(tools)}.", ""]
     for row in rows:
-        for target in targets:
+        for target in TARGETS:
             for reason in dict.fromkeys(row["targets"][target]["reasons"]):
-                lines.append(f"- {row['architecture']} {row['input']}, {target}: {reason}")
+                lines.append(f"- {row['model']} {row['input']}, {target}: {reason}")
     return "\n".join(lines) + "\n"
+
+
+def _key(row: dict) -> tuple:
+    return row["model"], row["input"], row["classes"]
+
+
+def read_report(path: str) -> list:
+    """The rows of a ``deploy_report.json`` this tool wrote.
+
+    Raises:
+        InvalidFileError: the file is not such a report.
+    """
+    from kerasseg.errors import InvalidFileError
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            rows = json.load(f)
+        except json.JSONDecodeError as e:
+            raise InvalidFileError(f"Expected {path} to be a deployment report (JSON). Received: {e}") from None
+    needed = {"model", "classes", "input", "targets"}
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and needed <= set(r) and set(TARGETS) <= set(
+            r["targets"]) for r in rows):
+        raise InvalidFileError(f"Expected {path} to be a list of rows with {sorted(needed)} and the targets "
+                               f"{list(TARGETS)}. Received: a file that is not")
+    return rows
+
+
+def merge(rows: list, row: dict) -> list:
+    """``rows`` with ``row`` in place of the row of the same model, size and classes (or appended)."""
+    keys = [_key(r) for r in rows]
+    if _key(row) in keys:
+        return [row if k == _key(row) else r for r, k in zip(rows, keys)]
+    return [*rows, row]
+
+
+def readme_block(text: str, source: str = "the file") -> tuple[int, int]:
+    """Start and end offsets of what lies between the deploy-report markers of ``text``.
+
+    Raises:
+        ValueError: the markers are not there once each, in order.
+    """
+    begins, ends = [m.end() for m in re.finditer(re.escape(BEGIN), text)], [m.start() for m in re.finditer(
+        re.escape(END), text)]
+    if len(begins) != 1 or len(ends) != 1 or begins[0] > ends[0]:
+        raise ValueError(f"Expected {source} to contain the line {BEGIN} once, followed by {END} once. Received: "
+                         f"{len(begins)} and {len(ends)}")
+    return begins[0], ends[0]
+
+
+def update_readme(path: str, table: str) -> None:
+    """Rewrites the table between the deploy-report markers of the markdown file ``path`` (atomically)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = readme_block(text, path)
+    write_text(path, text[:start] + "\n" + table + text[end:])
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        models = [_parse_model(text) for text in args.model]
-    except ValueError as e:
+        configs = _configurations(args)
+        if args.readme:
+            with open(args.readme, encoding="utf-8") as f:
+                readme_block(f.read(), args.readme)
+    except (ValueError, OSError) as e:
         parser.error(str(e))
-    rows = []
-    for name, size in models:
-        rows.append(_row(name, size, args.num_classes))
-        print(markdown(rows[-1:]).splitlines()[2], flush=True)
+    report = os.path.join(args.output_dir, REPORT)
+    rows = read_report(report) if args.append and os.path.isfile(report) else []
+    for config in configs:
+        row = _row(*config)
+        rows = merge(rows, row)
+        print(markdown([row]).splitlines()[2], flush=True)
+        # Written after every model: a long run that stops keeps what it measured.
+        write_text(report, json.dumps(rows, indent=2, ensure_ascii=False))
     table = markdown(rows)
-    for filename, text in (("deploy_report.json", json.dumps(rows, indent=2)), ("deploy_report.md", table)):
-        write_text(os.path.join(args.output_dir, filename), text)
+    write_text(os.path.join(args.output_dir, "deploy_report.md"), table)
+    if args.readme:
+        update_readme(args.readme, table)
     print(table)
     return 0
 

@@ -93,15 +93,18 @@ def test_export_refuses_what_the_npu_leaves_to_the_cpu(tmp_path):
 
 
 # Two conversions of ERFNet and four compilations: about 50 s on the 2-core CI machine, more than the suite's budget
-# leaves; the tool's parts (check, the GPU and Vela reports) are tested above.
+# leaves; the tool's parts (check, the GPU and Vela reports) are tested above, its bookkeeping below.
 @pytest.mark.heavy
 def test_deploy_report_writes_the_table(tmp_path, capsys):
     from kerasseg.cli import deploy_report
 
-    assert deploy_report.main(["--model", "erfnet@32x64", "--num-classes", "3", "--output-dir", str(tmp_path)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{deploy_report.BEGIN}\nold\n{deploy_report.END}\ntail\n")
+    args = ["--model", "erfnet@32x64", "--num-classes", "3", "--output-dir", str(tmp_path), "--readme", str(readme)]
+    assert deploy_report.main(args) == 0
     rows = json.loads((tmp_path / "deploy_report.json").read_text())
     (row,) = rows
-    assert row["architecture"] == "erfnet" and row["input"] == "32x64"
+    assert (row["architecture"], row["model"], row["input"], row["classes"]) == ("erfnet", "ERFNet", "32x64", 3)
     assert set(row["targets"]) == {"gpu", "ethos-u55-128", "ethos-u65-256", "ethos-u85-256"}
     u85 = row["targets"]["ethos-u85-256"]
     assert u85["total"] > 0 and u85["latency_ms"] > 0 and u85["sram_kib"] > 0
@@ -109,7 +112,10 @@ def test_deploy_report_writes_the_table(tmp_path, capsys):
     gpu = row["targets"]["gpu"]
     assert gpu["ok"] == (not gpu["reasons"])
     table = (tmp_path / "deploy_report.md").read_text()
-    assert table.startswith("| architecture | input | gpu | ethos-u55-128") and "| erfnet | 32x64 |" in table
-    assert "| erfnet | 32x64 |" in capsys.readouterr().out
+    assert table.startswith("| model | classes | input | gpu | ethos-u55-128") and "| ERFNet | 3 | 32x64 |" in table
+    assert "| ERFNet | 3 | 32x64 |" in capsys.readouterr().out
+    text = readme.read_text()
+    assert text.startswith("# title\n") and text.endswith(f"{deploy_report.END}\ntail\n") and "old" not in text
+    assert table in text
     with pytest.raises(SystemExit):
         deploy_report.main(["--model", "erfnet", "--output-dir", str(tmp_path)])
