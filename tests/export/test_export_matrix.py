@@ -17,9 +17,10 @@ from tests.edge_checks import gpu_check
 from tests.model_cases import CASES, remember_fp32_export
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
-SLOW = {"fcn8s", "segnet", "pspnet", "deeplabv3"}
+# Every registry architecture; the VGG- and ResNet-sized ones are slow to convert.
+SLOW = {"fcn32s", "fcn16s", "fcn8s", "segnet", "unet", "pspnet", "deeplabv3"}
 ARCHITECTURES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
-                 for name in ("erfnet", "fcn8s", "segnet", "unet_padded", "pspnet", "deeplabv3", "deeplabv3plus")]
+                 for name in kerasseg.list_models()]
 # Models ending in a bilinear resize, which can leave it to the host.
 HOST_UPSAMPLE = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
                  for name in ("pspnet", "deeplabv3", "deeplabv3plus")]
@@ -165,9 +166,7 @@ ETHOS_U_DEFAULT = ("ethos-u85-256",)
 # NOT YET DEPLOYED: (architecture, toolchain) -> the real tool's reason, for the exports the tools do not accept in
 # full at the sizes above. Each entry makes its test a strict xfail: once the export formulation deploys, the test
 # passes, strict xfail reports it, and the entry goes.
-NOT_YET_DEPLOYED = {
-    ("pspnet", "ethos-u"): "Vela, U85: RESIZE_BILINEAR scale factors of the pyramid bins are not powers of two",
-}
+NOT_YET_DEPLOYED: dict[tuple[str, str], str] = {}
 
 
 def _expect(request, name: str, toolchain: str) -> None:
@@ -185,21 +184,6 @@ def _tool_report(exported, mode: str, target: str):
     return cache[mode, target]
 
 
-# Vela compiles the ResNet-50 models' 25M+ int8 weights in about a minute each on the 2-core CI machine, which the
-# suite's budget does not have: their Ethos-U checks run with `make test-heavy` (their GPU checks run always).
-VELA_HEAVY = {"pspnet", "deeplabv3"}
-
-
-def _vela_param(entry):
-    param = pytest.param(entry) if isinstance(entry, str) else entry
-    name = param.values[0]
-    return pytest.param(name, marks=[*param.marks, pytest.mark.heavy]) if name in VELA_HEAVY else param
-
-
-VELA_ARCHITECTURES = [_vela_param(entry) for entry in ARCHITECTURES]
-
-
-@pytest.mark.parametrize("exported", VELA_ARCHITECTURES, indirect=True)
 def test_int8_export_has_no_cpu_operator_on_ethos_u(exported, request):
     name = exported["name"]
     _expect(request, name, "ethos-u")
@@ -219,7 +203,6 @@ def test_fp16_export_compiles_gpu_only(exported, request):
     assert report.ok and report.gpu.compiled and report.gpu.fallbacks == [], report.format()
 
 
-@pytest.mark.parametrize("exported", VELA_ARCHITECTURES, indirect=True)
 def test_precheck_agrees_with_the_real_tools(exported, request):
     """The hand-written rules pass what the real tools accelerate in full and reject what they leave to the CPU."""
     name, paths = exported["name"], exported["paths"]
