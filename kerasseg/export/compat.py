@@ -78,7 +78,8 @@ PRECHECK_RULES = {"cpu": ("builtin", "static"), "gpu": ("builtin", "static", "gp
                   **{t: ("builtin", "static", "integer", "ethos-u") for t in ("npu",) + ETHOS_U_TARGETS}}
 TOOLCHAIN_RULES = ("litert-gpu", "vela")
 
-# The operators the GPU delegate's compatibility checker accepts (custom ones aside).
+# The operators the GPU delegate's compatibility checker accepts (custom ones aside), and ARG_MAX, which LiteRT 2.3's
+# GPU accelerator runs.
 GPU_OPS = frozenset({
     "ABS", "ADD", "ADD_N", "ARG_MAX", "ATAN2", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CAST", "CEIL", "CONCATENATION",
     "CONV_2D", "COS", "CUMSUM", "DENSIFY", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "DIV",
