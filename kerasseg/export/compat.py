@@ -15,11 +15,24 @@ rules must pass:
     Vela's compilation for that NPU (``"npu"``: `DEFAULT_NPU`): every operator Vela leaves to the CPU is a failure,
     with Vela's reason, and so is SRAM use above ``sram_budget``.
 
-The hand-written GPU delegate rules below (``gpu_compatibility.cc`` and the tensor-type filter of its model builder in
-TFLite / LiteRT, re-stated because ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` of the pinned wheels
-reports every model as compatible) are a fast pre-check only: with ``toolchain=False`` no tool runs and they decide
-(the ``gpu`` rules for ``gpu``, the ``integer`` rules for the NPUs); with the toolchain (the default) they are listed
-as context and the real tools decide. Operator *versions*, which the delegate does check, are not in them.
+The hand-written rules are a fast pre-check only: with ``toolchain=False`` no tool runs and they decide (the ``gpu``
+rules for ``gpu``; the ``integer`` and ``ethos-u`` rules for the NPUs); with the toolchain (the default) they are
+listed as context and the real tools decide. ``tests/export/test_precheck_vs_tools.py`` holds them to the verdicts of
+LiteRT 2.3's GPU accelerator and Vela 5.2 on tiny graphs, in both directions: no rule passes what the tool leaves to
+the CPU, none rejects what it accelerates.
+
+``gpu``
+    the GPU delegate's rules (``gpu_compatibility.cc`` and the tensor-type filter of its model builder, re-stated
+    because ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` of the pinned wheels reports every model as
+    compatible), and the one operator *version* limit that segmentation graphs meet: TRANSPOSE_CONV with a fused
+    activation is version 4, and the accelerator takes version 3 at most. LiteRT 2.3's accelerator runs ARG_MAX,
+    CAST from int32 to uint8 (the label heads) and dynamic-range models (it dequantises their int8 weights), so the
+    rules pass them. Other operators' version limits are not in the rules: the flatbuffer reader does not expose
+    operator versions, and only the accelerator knows its per-operator maximum.
+``ethos-u``
+    Vela 5.2's limits per Ethos-U generation (`kerasseg.export.ethos_u_rules`: operators per generation, resize scale
+    factors, transposed-convolution strides); what they cannot know (weight sums, tensor sizes beyond the NPU's
+    ranges, SRAM) is listed there.
 
 Example::
 
@@ -35,9 +48,10 @@ import json
 import os
 
 from kerasseg.errors import EdgeCompatibilityError
+from kerasseg.export.ethos_u_rules import VELA_VERSION, ethos_u_findings
 from kerasseg.export.options import check_choice
 from kerasseg.export.vela import ETHOS_U_TARGETS
-from kerasseg.runtimes.flatbuffer import FLOAT_TYPES, model_bytes, read_model, schema
+from kerasseg.runtimes.flatbuffer import FLOAT_TYPES, enum_names, model_bytes, read_model, schema
 
 __all__ = ["TARGETS", "RULES", "TARGET_RULES", "PRECHECK_RULES", "TOOLCHAIN_RULES", "DEFAULT_NPU", "GPU_OPS",
            "Finding", "CompatibilityReport", "check", "EdgeCompatibilityError"]
@@ -52,6 +66,8 @@ RULES = {
     "static": "static tensor shapes",
     "integer": "fully integer graph (no float tensors, integer input and output)",
     "gpu": "TFLite GPU delegate rules (operators, parameters, tensor types), a hand-written pre-check",
+    "ethos-u": f"Ethos-U rules of Vela {VELA_VERSION} (operators, resize factors, transposed-conv strides), a "
+               f"hand-written pre-check",
     "litert-gpu": "GPU-only compilation on LiteRT's GPU accelerator",
     "vela": "every operator on the Ethos-U NPU within the SRAM budget (Arm Vela)",
 }
@@ -59,30 +75,30 @@ RULES = {
 TARGET_RULES = {"cpu": ("builtin", "static"), "gpu": ("builtin", "static", "litert-gpu"),
                 **{t: ("builtin", "static", "integer", "vela") for t in ("npu",) + ETHOS_U_TARGETS}}
 PRECHECK_RULES = {"cpu": ("builtin", "static"), "gpu": ("builtin", "static", "gpu"),
-                  **{t: ("builtin", "static", "integer") for t in ("npu",) + ETHOS_U_TARGETS}}
+                  **{t: ("builtin", "static", "integer", "ethos-u") for t in ("npu",) + ETHOS_U_TARGETS}}
 TOOLCHAIN_RULES = ("litert-gpu", "vela")
 
-# The operators the GPU delegate's compatibility checker accepts (custom ones aside).
+# The operators the GPU delegate's compatibility checker accepts (custom ones aside), and ARG_MAX, which LiteRT 2.3's
+# GPU accelerator runs.
 GPU_OPS = frozenset({
-    "ABS", "ADD", "ADD_N", "ATAN2", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CAST", "CEIL", "CONCATENATION", "CONV_2D",
-    "COS", "CUMSUM", "DENSIFY", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "DIV", "DYNAMIC_UPDATE_SLICE",
-    "ELU", "EMBEDDING_LOOKUP", "EQUAL", "EXP", "FLOOR", "FLOOR_DIV", "FLOOR_MOD", "FULLY_CONNECTED", "GATHER", "GELU",
-    "GREATER", "GREATER_EQUAL", "HARD_SWISH", "LEAKY_RELU", "LESS", "LESS_EQUAL", "LOG", "LOGICAL_AND", "LOGISTIC",
-    "LSTM", "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL", "ONE_HOT", "PACK",
-    "PAD", "PADV2", "POW", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "RELU", "RELU6",
-    "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT", "SELECT_V2", "SIGN",
-    "SIN", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE", "SQUARED_DIFFERENCE",
-    "STABLEHLO_CLAMP", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TILE", "TRANSPOSE", "TRANSPOSE_CONV",
+    "ABS", "ADD", "ADD_N", "ARG_MAX", "ATAN2", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CAST", "CEIL", "CONCATENATION",
+    "CONV_2D", "COS", "CUMSUM", "DENSIFY", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "DIV",
+    "DYNAMIC_UPDATE_SLICE", "ELU", "EMBEDDING_LOOKUP", "EQUAL", "EXP", "FLOOR", "FLOOR_DIV", "FLOOR_MOD",
+    "FULLY_CONNECTED", "GATHER", "GELU", "GREATER", "GREATER_EQUAL", "HARD_SWISH", "LEAKY_RELU", "LESS",
+    "LESS_EQUAL", "LOG", "LOGICAL_AND", "LOGISTIC", "LSTM", "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM",
+    "MIRROR_PAD", "MUL", "NEG", "NOT_EQUAL", "ONE_HOT", "PACK", "PAD", "PADV2", "POW", "PRELU", "QUANTIZE",
+    "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT", "SELECT_V2", "SIGN", "SIN", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH",
+    "SPLIT", "SPLIT_V", "SQRT", "SQUARE", "SQUARED_DIFFERENCE", "STABLEHLO_CLAMP", "STRIDED_SLICE", "SUB", "SUM",
+    "TANH", "TILE", "TRANSPOSE", "TRANSPOSE_CONV",
 })
 # Custom operators the delegate implements itself.
 _GPU_CUSTOM_OPS = frozenset({"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler"})
 
 _LOGICAL_OPS = frozenset({"EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "LOGICAL_AND"})
-_WEIGHTED_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
-                           "EMBEDDING_LOOKUP", "LSTM"})
 _GPU_TENSOR_TYPES = ("FLOAT32", "FLOAT16", "INT8", "UINT8")
-_HOST_ARGMAX_HINT = ("export the logits head (output='logits') and take the argmax on the host, as "
-                     "tflite/runtime.py's Segmenter.predict does")
+# The highest TRANSPOSE_CONV version LiteRT's GPU accelerator takes; a fused activation makes it version 4.
+_GPU_TRANSPOSE_CONV_MAX_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +209,8 @@ class CompatibilityReport:
                      + (f" (e.g. {', '.join(self.float_tensors[:3])})" if self.float_tensors else ""))
         lines.append(f"dynamic shapes {', '.join(self.dynamic_tensors[:5]) if self.dynamic_tensors else 'none'}")
         lines.append("")
-        ran = {"litert-gpu": self.gpu is not None, "vela": self.vela is not None}
+        ran = {"litert-gpu": self.gpu is not None, "vela": self.vela is not None,
+               "ethos-u": self.target not in ("cpu", "gpu")}
         for rule, meaning in RULES.items():
             if not ran.get(rule, True) and rule not in self.required_rules:
                 continue
@@ -273,18 +290,24 @@ def _gpu_op_rule(op, schema) -> str | None:
     activation = _activation_finding(op, schema)
     if activation:
         return activation
-    if name == "ARG_MAX" or name == "ARG_MIN":
-        return f"{name} is not supported by the GPU delegate; {_HOST_ARGMAX_HINT}"
     if name == "CAST":
         src, dst = op.inputs[0].type, op.outputs[0].type
+        # int32 -> uint8 is the uint8 label head's cast, which LiteRT 2.3's accelerator runs.
         allowed = ((src == "BOOL" and dst in ("FLOAT16", "FLOAT32"))
                    or (src in ("FLOAT16", "FLOAT32") and dst == "BOOL")
-                   or (src in ("FLOAT32", "INT32") and dst in ("FLOAT32", "INT32")))
+                   or (src in ("FLOAT32", "INT32") and dst in ("FLOAT32", "INT32"))
+                   or (src == "INT32" and dst == "UINT8"))
         if not allowed:
-            hint = f"; {_HOST_ARGMAX_HINT}" if dst in ("UINT8", "INT8", "INT16") and src in ("INT32", "INT64") else ""
-            return (f"CAST from {src} to {dst} is not supported (the delegate casts between bool and float, and "
-                    f"between float32 and int32, only){hint}")
+            return (f"CAST from {src} to {dst} is not supported (the delegate casts between bool and float, between "
+                    f"float32 and int32, and from int32 to uint8, only)")
         return None
+    if name == "TRANSPOSE_CONV" and options is not None \
+            and options.FusedActivationFunction() != schema.ActivationFunctionType.NONE:
+        activation = enum_names(schema.ActivationFunctionType).get(options.FusedActivationFunction(), "?")
+        return (f"TRANSPOSE_CONV with a fused {activation} is operator version 4; LiteRT's GPU accelerator takes "
+                f"version {_GPU_TRANSPOSE_CONV_MAX_VERSION} at most ('Max version supported: "
+                f"{_GPU_TRANSPOSE_CONV_MAX_VERSION}. Requested version 4.'); kerasseg's export keeps the activation "
+                f"apart (kerasseg.export.formulations)")
     if name in ("ADD", "MUL"):
         if len(op.inputs) != 2:
             return f"{name} needs exactly two inputs, not {len(op.inputs)}"
@@ -371,6 +394,8 @@ def _gpu_tensor_rule(op) -> str | None:
     if op.name == "CAST":
         allowed_in |= {"BOOL", "INT32"}
         allowed_out |= {"INT32", "BOOL"}
+    if op.name == "ARG_MAX":
+        allowed_out.add("INT32")
     if op.name in ("ONE_HOT", "GATHER"):
         allowed_in.add("INT32")
     if op.name in ("SELECT", "SELECT_V2", "LOGICAL_AND"):
@@ -385,12 +410,8 @@ def _gpu_tensor_rule(op) -> str | None:
                 return f"{kind} tensor {t.name!r} of rank {len(t.shape)} (at most 4)"
             if not t.is_const and t.type not in allowed:
                 return f"{kind} tensor {t.name!r} of type {t.type} (run-time tensors: {', '.join(sorted(allowed))})"
-    if op.name in _WEIGHTED_OPS:
-        float_in = any(not t.is_const and t.type in FLOAT_TYPES for t in op.inputs[:1] if t is not None)
-        int_weights = any(t.is_const and t.type in ("INT8", "UINT8", "INT4") for t in op.inputs[1:2] if t is not None)
-        if float_in and int_weights:
-            return ("hybrid kernel: float activations with integer weights (a dynamic-range model); the delegate "
-                    "reads weights as float, so export mode 'fp16' or 'fp32' for a GPU")
+    # Hybrid kernels (float activations, int8 weights: a dynamic-range model) pass: the accelerator dequantises the
+    # weights.
     return None
 
 
@@ -403,11 +424,7 @@ def _gpu_findings(ops, schema) -> list:
                                         op.name, op.index))
             continue
         if op.name not in GPU_OPS:
-            if op.name in ("ARG_MAX", "ARG_MIN"):
-                message = f"{op.name} is not supported by the GPU delegate; {_HOST_ARGMAX_HINT}"
-            else:
-                message = f"{op.name} is not supported by the GPU delegate"
-            findings.append(Finding("gpu", message, op.name, op.index))
+            findings.append(Finding("gpu", f"{op.name} is not supported by the GPU delegate", op.name, op.index))
             continue
         reason = _gpu_op_rule(op, schema) or _gpu_tensor_rule(op)
         if reason:
@@ -490,6 +507,11 @@ def check(model, target: str = "gpu", *, toolchain: bool = True, run: bool = Fal
     findings.extend(_gpu_findings(main_ops, fb))
     for graph in subgraphs[1:]:
         findings.extend(_gpu_findings(graph.operators, fb))
+    if target != "cpu" and target != "gpu":
+        accelerator = DEFAULT_NPU if target == "npu" else target
+        for graph in subgraphs:
+            findings.extend(Finding("ethos-u", message, op.name, op.index)
+                            for op, message in ethos_u_findings(graph.operators, accelerator))
 
     report = CompatibilityReport(source=source, target=target, ops=ops, custom_ops=sorted(custom),
                                  float_tensors=floats, dynamic_tensors=dynamic, inputs=io["inputs"],

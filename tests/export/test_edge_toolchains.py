@@ -12,6 +12,7 @@ import pytest
 
 from kerasseg.export import EdgeCompatibilityError, check, read_sidecar, to_tflite
 from tests.edge_checks import gpu_check
+from tests.plain_conversion import plain_conversion
 
 
 def _upsampler(fused_activation: bool):
@@ -26,25 +27,11 @@ def _upsampler(fused_activation: bool):
     return keras.Model(inputs, y)
 
 
-def _plain_conversion(model, path) -> str:
-    """``model`` converted by TensorFlow's own converter, without kerasseg's edge formulations: a file as a user
-    may bring it, with the activation fused into TRANSPOSE_CONV."""
-    import tensorflow as tf
-
-    serve = tf.function(lambda x: model(x, training=False),
-                        input_signature=[tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
-    converter.experimental_lower_to_saved_model = False
-    with open(path, "wb") as f:
-        f.write(converter.convert())
-    return os.fspath(path)
-
-
 @pytest.fixture(scope="module")
 def upsamplers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("upsamplers")
     return {False: to_tflite(_upsampler(False), folder / "fused_False.tflite", verbose=False),
-            True: _plain_conversion(_upsampler(True), folder / "fused_True.tflite")}
+            True: plain_conversion(_upsampler(True), folder / "fused_True.tflite")}
 
 
 def test_gpu_compiles_runs_at_full_precision_and_matches_the_cpu(upsamplers):

@@ -1,0 +1,34 @@
+"""TensorFlow's own TFLite conversion of a Keras model, without kerasseg's edge formulations: a file as a user may
+bring it (a ReLU fused into TRANSPOSE_CONV, a bilinear resize by 4 left as RESIZE_BILINEAR), for tests that need the
+graphs kerasseg's export would rewrite."""
+
+import os
+
+import numpy as np
+
+
+def plain_conversion(model, path, *, int8: bool = False) -> str:
+    """Writes ``model`` converted by ``tf.lite.TFLiteConverter`` to ``path`` and returns the path.
+
+    Args:
+        model: a Keras model with one static-shaped input.
+        path: the ``.tflite`` file to write.
+        int8: full integer quantisation (int8 input and output, calibrated on four seeded normal inputs), what an
+            Ethos-U NPU needs; else float32.
+    """
+    import tensorflow as tf
+
+    shape = (1, *model.inputs[0].shape[1:])
+    serve = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    converter.experimental_lower_to_saved_model = False
+    if int8:
+        rng = np.random.default_rng(0)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([rng.normal(size=shape).astype(np.float32)] for _ in range(4))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    return os.fspath(path)
