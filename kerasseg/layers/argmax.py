@@ -5,8 +5,9 @@ map), whereas ``keras.ops.argmax`` adds the TensorFlow backend's handling of neg
 through Flex (TensorFlow) operators. Being a registered class rather than a ``Lambda``, a model ending in it saves to
 ``.keras`` and loads back with ``safe_mode=True``.
 
-Edge GPUs cannot run it: the TFLite GPU delegate supports neither ARG_MAX nor a CAST to uint8. For them export the
-logits and take the argmax on the host (``tflite/runtime.py`` does).
+LiteRT's GPU accelerator runs ARG_MAX and the CAST to uint8 (compiled GPU-only by its 2.3 release), but clients such
+as MediaPipe's ImageSegmenter expect scores and take the argmax themselves: export the logits for them and take the
+argmax on the host (``tflite/runtime.py`` does).
 """
 
 from __future__ import annotations

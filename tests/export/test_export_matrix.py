@@ -77,8 +77,9 @@ def test_gpu_report_for_the_logits_head(exported):
     if name == "segnet":
         # The int8 export traces the unpooling's integer formulation: no SELECT_V2 (float operands only on the GPU).
         assert "SELECT_V2" not in int8.ops and "EQUAL" not in int8.ops, int8.format()
+    # LiteRT's GPU accelerator compiles dynamic-range (hybrid) files too: it dequantises the weights when it loads them.
     dynamic = check(paths["dynamic"], "gpu", toolchain=False)
-    assert not dynamic.ok and all("hybrid kernel" in f.message for f in dynamic.failures)
+    assert dynamic.ok, dynamic.format()
 
 
 def test_float_modes_match_keras_and_int8_runs(exported):
