@@ -161,11 +161,14 @@ def read_report(path: str) -> list:
 
 
 def merge(rows: list, row: dict) -> list:
-    """``rows`` with ``row`` in place of the row of the same model, size and classes (or appended)."""
+    """``rows`` with ``row`` in place of the row of the same model, size and classes; a new row goes after the last
+    one of its architecture (else at the end), so the table keeps the model table's order."""
     keys = [_key(r) for r in rows]
     if _key(row) in keys:
         return [row if k == _key(row) else r for r, k in zip(rows, keys)]
-    return [*rows, row]
+    same = [i for i, r in enumerate(rows) if r["architecture"] == row["architecture"]]
+    at = same[-1] + 1 if same else len(rows)
+    return [*rows[:at], row, *rows[at:]]
 
 
 def readme_block(text: str, source: str = "the file") -> tuple[int, int]:

@@ -17,7 +17,7 @@ def _row(model="erfnet", size="32x64", classes=3, ok=True):
     target = {"ok": ok, "on_accelerator": 5 if ok else 4, "total": 5, "latency_ms": 1.5, "sram_kib": 12.0,
               "reasons": [] if ok else ["RESIZE_BILINEAR: unsupported scale-factor"], "tool": "Vela 5.2.0"}
     gpu = {"ok": True, "on_accelerator": None, "total": None, "reasons": [], "tool": "LiteRT 2.3.0"}
-    return {"model": model, "architecture": model, "options": {}, "classes": classes, "input": size,
+    return {"model": model, "architecture": model.lower(), "options": {}, "classes": classes, "input": size,
             "targets": {"gpu": gpu, **{t: dict(target) for t in deploy_report.NPU_TARGETS}}}
 
 
@@ -35,7 +35,8 @@ def test_rows_merge_by_model_size_and_classes():
     rows = [_row(), _row(size="64x64")]
     rows = deploy_report.merge(rows, _row(ok=False))
     assert [r["input"] for r in rows] == ["32x64", "64x64"] and not rows[0]["targets"]["ethos-u85-256"]["ok"]
-    assert len(deploy_report.merge(rows, _row(classes=19))) == 3
+    merged = deploy_report.merge([*rows, _row(model="SegNet")], _row(classes=19))
+    assert [(r["model"], r["classes"]) for r in merged] == [("erfnet", 3), ("erfnet", 3), ("erfnet", 19), ("SegNet", 3)]
     table = deploy_report.markdown(rows)
     assert "| erfnet | 3 | 32x64 | ✓ all | ✗ 4/5, 1.5 ms, 12 KiB |" in table
     assert "- erfnet 32x64, ethos-u55-128: RESIZE_BILINEAR: unsupported scale-factor" in table
