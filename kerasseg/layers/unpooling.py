@@ -15,6 +15,10 @@ Two formulations compute the same switches:
     (``CheckSelectV2GpuDelegateCompatibility`` in ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``), so
     its full-integer conversion is CPU / NPU only. Turning the bool comparison into a 0/1 multiplier instead does
     not help: the only CAST from bool the delegate takes is to float, which an int8 model must not contain.
+    At the GPU's default float16 precision it still places every value at the first maximum of the map it is given
+    (EQUAL compares the pooled value with the cell it was taken from); SegNet's switches then differ from the CPU's
+    where float16 computed the pre-pool map differently (``docs/edge_formulations.md``), which no formulation of
+    the unpooling can undo.
 
 `switch_unpool_integer` (what a full-integer TFLite export traces, see `integer_unpooling`)
     no comparison and no bool tensor: the switch mask comes from saturating arithmetic that int8 requantisation
