@@ -88,14 +88,16 @@ def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
     # SPACE_TO_DEPTH lays each window's cells side by side along channels, in row-major order within the window.
     # The GPU delegate compiles it in seconds (the RESHAPE form of `window_cells` took minutes on lavapipe).
     windows = tf.split(tf.nn.space_to_depth(pre_pool, pool_size), cells, axis=-1)
-    zero = tf.constant(0, updates.dtype)  # a scalar: SELECT_V2 broadcasts it, no full-size zero tensor is stored
     placed = []
     pending = updates  # what is still to be placed: zeroed in a window once its first maximum took the value
     for i, cell in enumerate(windows):
-        hit = tf.equal(cell, pooled)
-        placed.append(tf.where(hit, pending, zero))
+        # A 0 / 1 multiplier rather than SELECT_V2 against a constant zero: LiteRT's GPU accelerator generates an
+        # invalid shader for SELECT_V2 whose constant operand a float16 export stores as float16, when it runs at
+        # full precision (enforce_f32), and then outputs zeros. Exact for finite updates: x * 1 and x - x * 1.
+        took = pending * tf.cast(tf.equal(cell, pooled), updates.dtype)
+        placed.append(took)
         if i < cells - 1:
-            pending = tf.where(hit, zero, pending)
+            pending = pending - took
     return tf.nn.depth_to_space(tf.concat(placed, axis=-1), pool_size)
 
 
