@@ -10,11 +10,14 @@ position in row-major order (the position ``argmax`` reports) so that ties still
 Two formulations compute the same switches:
 
 `switch_unpool` (the layer's float graph, exact)
-    SPACE_TO_DEPTH, SPLIT, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE. The TFLite GPU delegate takes it in
-    float32 / float16 models, but it selects with SELECT_V2, which the delegate accepts with float operands only
-    (``CheckSelectV2GpuDelegateCompatibility`` in ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``), so
-    its full-integer conversion is CPU / NPU only. Turning the bool comparison into a 0/1 multiplier instead does
-    not help: the only CAST from bool the delegate takes is to float, which an int8 model must not contain.
+    SPACE_TO_DEPTH, SPLIT, EQUAL, CAST (bool to float), MUL, SUB, CONCATENATION and DEPTH_TO_SPACE: each
+    window's cells are compared with the pooled value, and the 0 / 1 result multiplies what is still to be placed.
+    The TFLite GPU delegate takes it in float32 / float16 models. A full-integer conversion of it would not run
+    there: the only CAST from bool the delegate takes is to float, and SELECT_V2 in its place it accepts with float
+    operands only (``CheckSelectV2GpuDelegateCompatibility`` in
+    ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``). SELECT_V2 against a constant zero is also what
+    LiteRT's GPU accelerator mis-compiled in float16 exports run at full precision (an invalid shader, all-zero
+    output), hence the multiplier.
     At the GPU's default float16 precision it still places every value at the first maximum of the map it is given
     (EQUAL compares the pooled value with the cell it was taken from); SegNet's switches then differ from the CPU's
     where float16 computed the pre-pool map differently (``docs/edge_formulations.md``), which no formulation of
