@@ -1,8 +1,10 @@
-"""The GPU target's check for tests: a skip, saying why, only where no Vulkan adapter can be created."""
+"""The GPU target's checks for tests: a skip, saying why, only where no Vulkan adapter can be created."""
 
 import pytest
 
-from kerasseg.export import GpuUnavailableError, check
+from kerasseg.export import GpuUnavailableError, check, gpu_compile
+
+_SKIP = ("no Vulkan adapter for LiteRT's GPU accelerator (install Mesa >= 25 lavapipe with `make vulkan`): {}")
 
 
 def gpu_check(path, **kwargs):
@@ -10,5 +12,13 @@ def gpu_check(path, **kwargs):
     try:
         return check(path, "gpu", **kwargs)
     except GpuUnavailableError as e:
-        pytest.skip(f"no Vulkan adapter for LiteRT's GPU accelerator (install Mesa >= 25 lavapipe with "
-                    f"`make vulkan`): {e}")
+        pytest.skip(_SKIP.format(e))
+
+
+def gpu_run(model, **kwargs):
+    """``gpu_compile(model, run=True, **kwargs)`` (``enforce_f32=False`` runs at the GPU's default precision),
+    skipping the test when LiteRT's GPU accelerator finds no adapter."""
+    try:
+        return gpu_compile(model, run=True, **kwargs)
+    except GpuUnavailableError as e:
+        pytest.skip(_SKIP.format(e))

@@ -10,11 +10,18 @@ position in row-major order (the position ``argmax`` reports) so that ties still
 Two formulations compute the same switches:
 
 `switch_unpool` (the layer's float graph, exact)
-    SPACE_TO_DEPTH, SPLIT, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE. The TFLite GPU delegate takes it in
-    float32 / float16 models, but it selects with SELECT_V2, which the delegate accepts with float operands only
-    (``CheckSelectV2GpuDelegateCompatibility`` in ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``), so
-    its full-integer conversion is CPU / NPU only. Turning the bool comparison into a 0/1 multiplier instead does
-    not help: the only CAST from bool the delegate takes is to float, which an int8 model must not contain.
+    SPACE_TO_DEPTH, SPLIT, EQUAL, CAST (bool to float), MUL, SUB, CONCATENATION and DEPTH_TO_SPACE: each
+    window's cells are compared with the pooled value, and the 0 / 1 result multiplies what is still to be placed.
+    The TFLite GPU delegate takes it in float32 / float16 models. A full-integer conversion of it would not run
+    there: the only CAST from bool the delegate takes is to float, and SELECT_V2 in its place it accepts with float
+    operands only (``CheckSelectV2GpuDelegateCompatibility`` in
+    ``tensorflow/lite/tools/versioning/gpu_compatibility.cc``). SELECT_V2 against a constant zero is also what
+    LiteRT's GPU accelerator mis-compiled in float16 exports run at full precision (an invalid shader, all-zero
+    output), hence the multiplier.
+    At the GPU's default float16 precision it still places every value at the first maximum of the map it is given
+    (EQUAL compares the pooled value with the cell it was taken from); SegNet's switches then differ from the CPU's
+    where float16 computed the pre-pool map differently (``docs/edge_formulations.md``), which no formulation of
+    the unpooling can undo.
 
 `switch_unpool_integer` (what a full-integer TFLite export traces, see `integer_unpooling`)
     no comparison and no bool tensor: the switch mask comes from saturating arithmetic that int8 requantisation
@@ -84,14 +91,16 @@ def switch_unpool(updates, pre_pool, pooled, pool_size: int = 2):
     # SPACE_TO_DEPTH lays each window's cells side by side along channels, in row-major order within the window.
     # The GPU delegate compiles it in seconds (the RESHAPE form of `window_cells` took minutes on lavapipe).
     windows = tf.split(tf.nn.space_to_depth(pre_pool, pool_size), cells, axis=-1)
-    zero = tf.constant(0, updates.dtype)  # a scalar: SELECT_V2 broadcasts it, no full-size zero tensor is stored
     placed = []
     pending = updates  # what is still to be placed: zeroed in a window once its first maximum took the value
     for i, cell in enumerate(windows):
-        hit = tf.equal(cell, pooled)
-        placed.append(tf.where(hit, pending, zero))
+        # A 0 / 1 multiplier rather than SELECT_V2 against a constant zero: LiteRT's GPU accelerator generates an
+        # invalid shader for SELECT_V2 whose constant operand a float16 export stores as float16, when it runs at
+        # full precision (enforce_f32), and then outputs zeros. Exact for finite updates: x * 1 and x - x * 1.
+        took = pending * tf.cast(tf.equal(cell, pooled), updates.dtype)
+        placed.append(took)
         if i < cells - 1:
-            pending = tf.where(hit, zero, pending)
+            pending = pending - took
     return tf.nn.depth_to_space(tf.concat(placed, axis=-1), pool_size)
 
 

@@ -193,3 +193,44 @@ def test_vela_runs_every_int8_formulation_on_the_npu(conversions, tmp_path, conf
         if name == "resize_odd" and config != "ethos-u85-256":
             continue  # RESIZE_NEAREST_NEIGHBOR ×3: Ethos-U55 / U65 up-sample by 2, 4 or 8 only
         assert _vela_cpu_operators(tmp_path, files["int8"], config) == 0, (name, config)
+
+
+def _switch_probe():
+    """Max-unpooling of the input itself: the pre-pool map is the input, exact in float16, so the GPU and the CPU
+    pool the same values and any difference is the unpooling's."""
+    inputs = keras.Input((8, 16, 4))
+    pooled = keras.layers.MaxPooling2D(2, name="pool")(inputs)
+    updates = keras.layers.Rescaling(1.0, offset=16.0, name="updates")(pooled)  # never 0: a moved value shows
+    return keras.Model(inputs, MaxUnpooling2D(2, name="unpool")([updates, inputs, pooled]))
+
+
+def _switch_probe_input() -> np.ndarray:
+    rng = np.random.default_rng(8)
+    # Multiples of 1 / 8 in [-8, 8): exact in float16, with many ties (first maximum wins).
+    x = rng.integers(-64, 64, size=(1, 8, 16, 4)) / 8.0
+    # Half the windows hold 1 + k / 1024, k a permutation of 0..3: distinct only in float16's last bit.
+    fine = 1.0 + rng.permuted(np.tile(np.arange(4), (4 * 8 * 4, 1)), axis=1) / 1024.0
+    fine = fine.reshape(4, 8, 4, 2, 2).transpose(0, 3, 1, 4, 2).reshape(8, 16, 4)
+    x[0, :, 8:] = fine[:, 8:]
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16"])
+@pytest.mark.parametrize("enforce_f32", [False, True])
+def test_unpooling_switches_on_the_gpu_match_the_cpu_at_either_precision(mode, enforce_f32):
+    # At the GPU's default precision (float16) SegNet's argmax agrees with the CPU on 59 % of pixels; this holds the
+    # unpooling itself to the CPU on a pre-pool map both see alike, so that disagreement is float16's in the maps
+    # that feed it (docs/edge_formulations.md). fp16 at enforce_f32: with SELECT_V2 against a constant zero the
+    # accelerator's shader failed validation and the GPU output was all zeros.
+    from tests.edge_checks import gpu_run
+
+    data = convert_to_tflite(_switch_probe(), mode, verbose=False, input_format="normalized")
+    x = _switch_probe_input()
+    expected = _switch_probe()(x).numpy()
+    np.testing.assert_array_equal(TFLiteModel(data)(x), expected)
+    report = gpu_run(data, run_input=x, enforce_f32=enforce_f32)
+    assert report.ok, report.format()
+    # A value placed in the wrong cell differs by >= 8; float16 rounds the updates (in [8, 24)) by 1 / 128 at most.
+    assert report.run["enforce_f32"] is enforce_f32 and report.run["max_abs_diff"] <= 1 / 128, report.format()
+    with pytest.raises(TypeError, match="Expected enforce_f32 to be a bool"):
+        gpu_run(data, enforce_f32="default")
