@@ -277,8 +277,10 @@ class _Resizer:
         def band(a, b):
             for rows in (slice(a, b), slice(height + a, height + b)):  # upper taps, lower taps
                 if flat.dtype == np.uint8:
-                    np.take(flat, self.rows[rows], axis=0, out=self._gathered[rows])
-                    np.take(self._gathered[rows], self.cols, axis=1, out=self._taps[rows])
+                    # The indices are in range by construction; mode="clip" spares numpy's bounds check and the
+                    # temporary copy it makes of ``out`` in the default mode (about half the time of the gathers).
+                    np.take(flat, self.rows[rows], axis=0, out=self._gathered[rows], mode="clip")
+                    np.take(self._gathered[rows], self.cols, axis=1, out=self._taps[rows], mode="clip")
                     np.copyto(self._float[rows], self._taps[rows])
                 lo, hi = self._float[rows, :half], self._float[rows, half:]
                 np.subtract(hi, lo, out=hi)
@@ -420,7 +422,7 @@ class _UpsampledArgmax:
         labels = np.empty((height, width), self.code_dtype)
 
         def gather(a, b):
-            np.take(np.take(code, rows[a:b], axis=0), cols, axis=1, out=labels[a:b])
+            np.take(np.take(code, rows[a:b], axis=0, mode="clip"), cols, axis=1, out=labels[a:b], mode="clip")
             return np.flatnonzero(labels[a:b] == self.boundary) + a * width
 
         border = np.concatenate(bands.run(gather, height))
@@ -442,7 +444,7 @@ class _UpsampledArgmax:
 
         def tap(r, c):
             # Channels first, so that the per-pixel weights broadcast along the long contiguous axis.
-            s = np.ascontiguousarray(np.take(scores, r * w + c, axis=0).T)
+            s = np.ascontiguousarray(np.take(scores, r * w + c, axis=0, mode="clip").T)
             if self._dequantize is None:
                 return s
             # The same float32 operations as run() (integers convert to float32 exactly); several times faster
@@ -977,7 +979,8 @@ class Segmenter:
             small, labels = labels, np.empty((height, width), self._label_dtype)
 
             def band(a, b):
-                np.take(np.take(small, rows[a:b], axis=0), cols, axis=1, out=labels[a:b])
+                # In-range indices: mode="clip" skips the bounds check and the buffered copy of ``out``.
+                np.take(np.take(small, rows[a:b], axis=0, mode="clip"), cols, axis=1, out=labels[a:b], mode="clip")
 
             self._bands.run(band, height)
         return labels
