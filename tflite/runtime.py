@@ -379,6 +379,9 @@ class _UpsampledArgmax:
 
     # Above this share of boundary pixels the full resize (in C, one channel at a time) is cheaper.
     DENSE_SHARE = 0.3
+    # Boundary pixels interpolated at a time: bounded memory, and temporaries small enough (K scores of float64
+    # each) that the allocator reuses them rather than mapping fresh pages from the system for every piece.
+    CHUNK = 1 << 12
 
     def __init__(self, in_shape, size, rule, num_classes, quantization, label_dtype, raw_dtype):
         (h, w), (height, width) = in_shape, size
@@ -430,8 +433,8 @@ class _UpsampledArgmax:
         flat, scores = labels.reshape(-1), np.ascontiguousarray(raw).reshape(-1, raw.shape[-1])
 
         def interpolate(a, b):
-            for start in range(a, b, 1 << 15):  # bounded memory: 32768 pixels x K scores at a time
-                index = border[start:min(b, start + (1 << 15))]
+            for start in range(a, b, self.CHUNK):
+                index = border[start:min(b, start + self.CHUNK)]
                 flat[index] = self._interpolated_argmax(scores, raw.shape[1], index // width, index % width)
 
         bands.run(interpolate, len(border), minimum=1024)
