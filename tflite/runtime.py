@@ -381,7 +381,7 @@ class _UpsampledArgmax:
     DENSE_SHARE = 0.3
     # Boundary pixels interpolated at a time: bounded memory, and temporaries small enough (K scores of float64
     # each) that the allocator reuses them rather than mapping fresh pages from the system for every piece.
-    CHUNK = 1 << 12
+    CHUNK = 1 << 13
 
     def __init__(self, in_shape, size, rule, num_classes, quantization, label_dtype, raw_dtype):
         (h, w), (height, width) = in_shape, size
@@ -441,9 +441,29 @@ class _UpsampledArgmax:
         return labels
 
     def _interpolated_argmax(self, scores, w, ys, xs):
-        """Argmax of the interpolated scores of output pixels ``(ys, xs)``; ``scores`` is the ``(h * w, K)`` map."""
-        (r0, r1, wy0, wy1), (c0, c1, wx0, wx1) = ([t[ys] if t is not None else None for t in self.rows],
-                                                  [t[xs] if t is not None else None for t in self.cols])
+        """Argmax of the interpolated scores of output pixels ``(ys, xs)``; ``scores`` is the ``(h * w, K)`` map.
+
+        Both passes are the full resize's: the horizontal one gives each (source row, output column) its scores,
+        the vertical one mixes two of those per output pixel. Neighbouring output rows share source rows, so the
+        horizontal pass runs once per distinct (source row, output column) of the pixels (about a third of the
+        two per pixel at a camera frame's boundaries); the values are the same, computed once.
+        """
+        r0, r1, wy0, wy1 = (t[ys] if t is not None else None for t in self.rows)
+        n, width = len(ys), self.size[1]
+        base = int(r0.min())
+        keys = np.concatenate([r0 - base, r1 - base]) * width + np.concatenate([xs, xs])
+        # One slot per (row, column) of this piece's few rows: whichever position is written last owns the key.
+        slot = np.empty((int(r1.max()) - base + 1) * width, np.intp)
+        order = np.arange(2 * n)
+        slot[keys] = order
+        first = slot[keys]
+        owners = np.flatnonzero(first == order)
+        compact = np.empty(2 * n, np.intp)
+        compact[owners] = np.arange(len(owners))
+        pair = compact[first]
+        rows, cols = np.divmod(keys[owners], width)
+        rows += base
+        c0, c1, wx0, wx1 = (t[cols] if t is not None else None for t in self.cols)
 
         def tap(r, c):
             # Channels first, so that the per-pixel weights broadcast along the long contiguous axis.
@@ -456,8 +476,9 @@ class _UpsampledArgmax:
             values = np.subtract(s, zero_point, dtype=np.float32)
             return np.multiply(values, scale, out=values)
 
-        upper = self.lerp(tap(r0, c0), tap(r0, c1), wx0, wx1)
-        lower = self.lerp(tap(r1, c0), tap(r1, c1), wx0, wx1)
+        horizontal = self.lerp(tap(rows, c0), tap(rows, c1), wx0, wx1)
+        upper = np.take(horizontal, pair[:n], axis=1, mode="clip")
+        lower = np.take(horizontal, pair[n:], axis=1, mode="clip")
         scores = self.lerp(upper, lower, wy0, wy1)
         return _first_argmax(scores, np.empty(scores.shape[1:], self.label_dtype), axis0=True)
 
