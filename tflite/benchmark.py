@@ -20,7 +20,8 @@ Frames in, labels out (`end_to_end`, ``--frame-size 1080 1920``): the device run
 camera-sized uint8 frame (decoding excluded; resize, model, up-sampling and argmax included), next to the bare
 inference (set input, invoke, get output) of the same file, with the split between preprocessing, inference and
 postprocessing. ``--frames DIR`` segments every image of a folder (a dash-camera sequence) in one call and reports
-frames per second. ``--hardware cpu|gpu`` runs both through LiteRT's ``CompiledModel`` instead of the interpreter.
+frames per second. ``--hardware cpu|gpu`` runs both through LiteRT's ``CompiledModel`` instead of the interpreter;
+``--host-threads N`` sets the runtime's threads for the work around the model (resize, argmax, up-sampling).
 """
 
 from __future__ import annotations
