@@ -1014,17 +1014,30 @@ class Segmenter:
         return np.argmax(resize_bilinear(self._dequantize(raw), size), axis=-1).astype(self._label_dtype)
 
     def _dense_pillow(self, raw: np.ndarray, size) -> np.ndarray:
-        """Labels of the whole score map resized by Pillow's BILINEAR, one float channel at a time ("F" mode)."""
+        """Labels of the whole score map resized by Pillow's BILINEAR, one float channel at a time ("F" mode).
+
+        Pillow resizes ``host_threads`` channels at once (it releases the GIL); they are merged in class order, the
+        running maximum updated strictly (ties keep the first class), as in `_first_argmax`.
+        """
         height, width = size
         best = np.full((height, width), -np.inf, np.float32)
         labels = np.zeros((height, width), self._label_dtype)
         better = np.empty((height, width), bool)
-        for c in range(raw.shape[-1]):
+        chosen = np.empty((height, width), self._label_dtype)
+
+        def resized(c):
             channel = np.ascontiguousarray(self._dequantize(raw[..., c]))
-            channel = np.asarray(Image.fromarray(channel).resize((width, height), Image.BILINEAR))
-            np.greater(channel, best, out=better)
-            np.copyto(best, channel, where=better)
-            np.copyto(labels, c, where=better)
+            return np.asarray(Image.fromarray(channel).resize((width, height), Image.BILINEAR))
+
+        classes = raw.shape[-1]
+        for start in range(0, classes, self.host_threads):  # at most host_threads full-size channels in memory
+            group = self._bands.run(lambda a, b: [resized(start + i) for i in range(a, b)],
+                                    min(self.host_threads, classes - start), minimum=1)
+            for c, channel in enumerate((ch for band in group for ch in band), start):
+                np.greater(channel, best, out=better)
+                np.maximum(best, channel, out=best)
+                np.multiply(better, self._label_dtype(c), out=chosen)
+                np.maximum(labels, chosen, out=labels)
         return labels
 
     def _crop_padding(self, out: np.ndarray) -> np.ndarray:
