@@ -1011,7 +1011,11 @@ class Segmenter:
 
     def _dense_tensorflow(self, raw: np.ndarray, size) -> np.ndarray:
         """Labels of the whole score map resized with `resize_bilinear` (reduced-resolution logits)."""
-        return np.argmax(resize_bilinear(self._dequantize(raw), size), axis=-1).astype(self._label_dtype)
+        scores = self._dequantize(raw)
+        scores = _Resizer(scores.shape, size)(scores, self._bands)
+        labels = np.empty(scores.shape[:2], self._label_dtype)
+        self._bands.run(lambda a, b: _first_argmax(scores[a:b], labels[a:b]), len(labels))
+        return labels
 
     def _dense_pillow(self, raw: np.ndarray, size) -> np.ndarray:
         """Labels of the whole score map resized by Pillow's BILINEAR, one float channel at a time ("F" mode).
