@@ -20,7 +20,8 @@ Frames in, labels out (`end_to_end`, ``--frame-size 1080 1920``): the device run
 camera-sized uint8 frame (decoding excluded; resize, model, up-sampling and argmax included), next to the bare
 inference (set input, invoke, get output) of the same file, with the split between preprocessing, inference and
 postprocessing. ``--frames DIR`` segments every image of a folder (a dash-camera sequence) in one call and reports
-frames per second. ``--hardware cpu|gpu`` runs both through LiteRT's ``CompiledModel`` instead of the interpreter.
+frames per second. ``--hardware cpu|gpu`` runs both through LiteRT's ``CompiledModel`` instead of the interpreter;
+``--host-threads N`` sets the runtime's threads for the work around the model (resize, argmax, up-sampling).
 """
 
 from __future__ import annotations
@@ -140,12 +141,15 @@ def format_table(rows: list[dict]) -> str:
 
 def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int = 20, warmup: int = 3,
                upsample: str = "bilinear", delegate=None, delegate_options: dict | None = None,
-               hardware: str | None = None, frame=None) -> dict:
+               hardware: str | None = None, frame=None, host_threads: int | None = None) -> dict:
     """Frame -> label map through `runtime.Segmenter.predict`, next to the bare inference of the same file.
 
     The frame is random pixels of ``frame_size``, or ``frame`` (an image file or uint8 ``(H, W, 3)`` array, e.g. a
     real street scene, whose predicted labels form regions as a camera's do) resized to ``frame_size`` with Pillow's
     bicubic filter (``frame_size=None`` keeps its own size).
+
+    ``host_threads`` is the runtime's thread count for the host work (resize, argmax, up-sampling; see
+    `runtime.Segmenter`), by default the cores this process may use, at most 4.
 
     Both are timed in one process on the same runtime (``Segmenter.invoke``: set the input, invoke, get the raw
     output), runs interleaved (one bare inference, one prediction) so that a shared machine's load hits both alike.
@@ -153,7 +157,7 @@ def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int
     Returns:
         dict with ``path``, ``frame_size``, ``input_size``, ``threads``, ``runs``, ``invoke_ms`` (median bare invoke),
         ``end_to_end_ms`` (median prediction), ``ratio`` (their quotient), ``split_ms`` (median ``preprocess``,
-        ``inference`` and ``postprocess`` of the predictions) and ``accelerator``.
+        ``inference`` and ``postprocess`` of the predictions), ``host_threads`` and ``accelerator``.
     """
     source = frame if frame is None or not isinstance(frame, np.ndarray) else "array"
     if frame is not None:
@@ -166,7 +170,7 @@ def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int
     if height < 1 or width < 1:
         raise ValueError(f"Expected a positive frame size (height, width). Received: frame_size={frame_size!r}")
     seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options,
-                    hardware=hardware)
+                    hardware=hardware, host_threads=host_threads)
     if frame is None:
         frame = np.random.default_rng(0).integers(0, 256, size=(height, width, 3)).astype(np.uint8)
     elif frame.shape[:2] != (height, width):
@@ -189,11 +193,13 @@ def end_to_end(path, frame_size=(1080, 1920), *, num_threads: int = 2, runs: int
             "threads": num_threads, "runs": runs, "upsample": upsample, "invoke_ms": invoke_ms,
             "frame": "random" if source is None else os.path.basename(os.fspath(source)),
             "end_to_end_ms": total_ms, "ratio": total_ms / invoke_ms if invoke_ms > 0 else float("inf"),
-            "split_ms": {k: float(np.median(v)) for k, v in split.items()}, "accelerator": seg.accelerator}
+            "split_ms": {k: float(np.median(v)) for k, v in split.items()}, "host_threads": seg.host_threads,
+            "accelerator": seg.accelerator}
 
 
 def segment_folder(path, folder, *, num_threads: int = 2, upsample: str = "bilinear", delegate=None,
-                   delegate_options: dict | None = None, hardware: str | None = None) -> dict:
+                   delegate_options: dict | None = None, hardware: str | None = None,
+                   host_threads: int | None = None) -> dict:
     """Segments every image of ``folder`` (sorted by name) in one call; decoding is included, as on a recorder.
 
     Returns:
@@ -207,7 +213,7 @@ def segment_folder(path, folder, *, num_threads: int = 2, upsample: str = "bilin
         raise ValueError(f"Expected image files (.png, .jpg, .jpeg, .bmp) in the frames folder. Received: none in "
                          f"{folder!r}")
     seg = Segmenter(path, num_threads=num_threads, delegate=delegate, delegate_options=delegate_options,
-                    hardware=hardware)
+                    hardware=hardware, host_threads=host_threads)
     start = time.perf_counter()
     labels = [seg.predict(load_image(os.path.join(folder, n)), upsample=upsample) for n in names]
     seconds = time.perf_counter() - start
@@ -224,7 +230,8 @@ def format_end_to_end(row: dict) -> str:
             f"({row['upsample']} up-sampling), {row['threads']} threads, on {row['accelerator']}\n"
             f"  bare inference  {row['invoke_ms']:.1f} ms (median of {row['runs']})\n"
             f"  frame -> labels {row['end_to_end_ms']:.1f} ms = x{row['ratio']:.2f} the bare inference (preprocess "
-            f"{split['preprocess']:.1f}, inference {split['inference']:.1f}, postprocess {split['postprocess']:.1f})")
+            f"{split['preprocess']:.1f}, inference {split['inference']:.1f}, postprocess {split['postprocess']:.1f}; "
+            f"host work on {row['host_threads']} threads)")
 
 
 def main(argv=None) -> int:
@@ -244,6 +251,9 @@ def main(argv=None) -> int:
                              "1920), next to the bare invoke")
     parser.add_argument("--upsample", choices=["bilinear", "nearest"], default="bilinear",
                         help="the runtime's up-sampling for --frame-size / --frames (default bilinear)")
+    parser.add_argument("--host-threads", type=int, default=None,
+                        help="the runtime's threads for the resize and the label work of --frame-size / --frames "
+                             "(default: the cores this process may use, at most 4)")
     parser.add_argument("--frame", help="time frame -> label map on this image file (resized to --frame-size "
                                             "when given) instead of random pixels")
     parser.add_argument("--frames", help="segment every image of this folder in one call and report frames/s")
@@ -259,13 +269,15 @@ def main(argv=None) -> int:
         if args.frame_size or args.frame:
             extra["end_to_end"] = [end_to_end(p, args.frame_size, num_threads=args.threads, runs=args.runs,
                                               warmup=args.warmup, upsample=args.upsample, delegate=args.delegate,
-                                              delegate_options=options, hardware=args.hardware, frame=args.frame)
+                                              delegate_options=options, hardware=args.hardware, frame=args.frame,
+                                              host_threads=args.host_threads)
                                    for p in args.models]
         if args.frames:
             extra["frames"] = []
             for p in args.models:
                 done = segment_folder(p, args.frames, num_threads=args.threads, upsample=args.upsample,
-                                      delegate=args.delegate, delegate_options=options, hardware=args.hardware)
+                                      delegate=args.delegate, delegate_options=options, hardware=args.hardware,
+                                      host_threads=args.host_threads)
                 done.pop("labels")
                 extra["frames"].append(dict(done, path=p))
     except (FileNotFoundError, ValueError) as e:

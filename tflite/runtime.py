@@ -26,6 +26,7 @@ Library use::
 Command line::
 
     python runtime.py MODEL.tflite IMAGE.png --overlay out.png [--labels out_labels.png] [--threads N]
+        [--host-threads N]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -46,6 +48,7 @@ except ImportError:  # run as a script: metadata.py sits beside this file (also 
     from metadata import read_labels, read_record
 
 __all__ = ["Segmenter", "check_metadata", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "letterbox_box",
+           "default_host_threads",
            "external_delegate", "parse_delegate_options", "ASPECTS", "main"]
 
 _HEADS = ("logits", "probabilities", "labels")
@@ -154,6 +157,77 @@ def overlay(image, labels, palette, alpha: float = 0.5, ignore_label: int | None
     return out
 
 
+def default_host_threads() -> int:
+    """Threads for the host work around the model: the cores this process may use, at most 4 (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+class _Bands:
+    """Runs row-band work on a small persistent thread pool; the calling thread takes the last band itself.
+
+    The resize and the label work around the model are numpy takes and ufuncs over long rows, which release the
+    GIL, so bands of rows run in parallel on the cores the model's own threads leave idle between invokes. Every band
+    does the same per-element arithmetic as the whole, so the results are bit-identical to one thread's.
+    """
+
+    def __init__(self, threads: int):
+        self.threads = int(threads)
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="host") if self.threads > 1 else None
+
+    def split(self, n: int, minimum: int = 16):
+        """``[(start, stop), ...]``: ``range(n)`` in at most ``threads`` near-equal bands of ``minimum`` or more."""
+        count = max(1, min(self.threads, n // max(1, minimum)))
+        edges = [n * i // count for i in range(count + 1)]
+        return list(zip(edges[:-1], edges[1:]))
+
+    def run(self, work, n: int, minimum: int = 16) -> list:
+        """``[work(start, stop) for each band of range(n)]``, the bands in parallel."""
+        bands = self.split(n, minimum)
+        if self._pool is None or len(bands) == 1:
+            return [work(a, b) for a, b in bands]
+        futures = [self._pool.submit(work, a, b) for a, b in bands[:-1]]
+        last = work(*bands[-1])
+        return [f.result() for f in futures] + [last]
+
+
+_SERIAL = _Bands(1)
+
+
+def _first_argmax(scores: np.ndarray, out: np.ndarray, axis0: bool = False) -> np.ndarray:
+    """``np.argmax`` over the channels of ``scores`` (first maximum on ties), written into the integer ``out``.
+
+    ``np.argmax`` over a short last axis (a model's K interleaved classes) works pixel by pixel; here the channels
+    are made contiguous planes (one transposed copy) and a running maximum is kept with vectorised whole-plane
+    operations: class ``c`` takes the pixels where it is strictly greater (so the first maximal class keeps them),
+    written as ``max(label, c * better)``, which equals the select since every earlier label is below ``c`` (a
+    masked copy is several times slower than these). NaN scores are not ordered (``np.argmax`` returns the first
+    NaN); model scores are finite.
+
+    Args:
+        scores: ``(..., K)`` (or ``(K, ...)`` with ``axis0=True``, already channels first).
+        out: the labels, of the shape of ``scores`` without its channel axis, of an integer dtype holding ``K - 1``.
+    """
+    planes = scores if axis0 else np.moveaxis(scores, -1, 0)
+    if not axis0 and scores.shape[-1] > 1:
+        planes = np.ascontiguousarray(planes)
+    out[...] = 0
+    if len(planes) == 1:
+        return out
+    best = planes[0].copy()
+    better = np.empty(best.shape, bool)
+    chosen = np.empty(best.shape, out.dtype)
+    for c in range(1, len(planes)):
+        np.greater(planes[c], best, out=better)
+        np.maximum(best, planes[c], out=best)
+        np.multiply(better, out.dtype.type(c), out=chosen)
+        np.maximum(out, chosen, out=out)
+    return out
+
+
 def _taps(out_size: int, in_size: int):
     """Source rows / columns and weights of half-pixel-centred linear interpolation, edges clamped.
 
@@ -189,26 +263,36 @@ class _Resizer:
         self._taps = np.empty((2 * height, 2 * width * channels), np.uint8)
         self._float = np.empty((2 * height, 2 * width * channels), np.float32)
 
-    def __call__(self, array: np.ndarray) -> np.ndarray:
-        """float32 ``(height, width, C)``, a view of this resizer's buffer (valid until its next call)."""
+    def __call__(self, array: np.ndarray, bands: _Bands = _SERIAL) -> np.ndarray:
+        """float32 ``(height, width, C)``, a view of this resizer's buffer (valid until its next call).
+
+        ``bands`` computes bands of output rows in parallel; each row's arithmetic is the same.
+        """
         (height, width), channels = self.size, self.shape[2]
         flat = np.ascontiguousarray(array).reshape(self.shape[0], -1)
-        if flat.dtype == np.uint8:
-            np.take(flat, self.rows, axis=0, out=self._gathered)
-            np.take(self._gathered, self.cols, axis=1, out=self._taps)
-            np.copyto(self._float, self._taps)
-        else:
+        if flat.dtype != np.uint8:
             np.copyto(self._float, np.take(np.take(flat, self.rows, axis=0), self.cols, axis=1), casting="unsafe")
         half = width * channels
-        lo, hi = self._float[:, :half], self._float[:, half:]
-        np.subtract(hi, lo, out=hi)
-        np.multiply(hi, self.x_frac, out=hi)
-        np.add(lo, hi, out=lo)
-        upper, lower = lo[:height], lo[height:]
-        np.subtract(lower, upper, out=lower)
-        np.multiply(lower, self.y_frac, out=lower)
-        np.add(upper, lower, out=upper)
-        return upper.reshape(height, width, channels)
+
+        def band(a, b):
+            for rows in (slice(a, b), slice(height + a, height + b)):  # upper taps, lower taps
+                if flat.dtype == np.uint8:
+                    # The indices are in range by construction; mode="clip" spares numpy's bounds check and the
+                    # temporary copy it makes of ``out`` in the default mode (about half the time of the gathers).
+                    np.take(flat, self.rows[rows], axis=0, out=self._gathered[rows], mode="clip")
+                    np.take(self._gathered[rows], self.cols, axis=1, out=self._taps[rows], mode="clip")
+                    np.copyto(self._float[rows], self._taps[rows])
+                lo, hi = self._float[rows, :half], self._float[rows, half:]
+                np.subtract(hi, lo, out=hi)
+                np.multiply(hi, self.x_frac, out=hi)
+                np.add(lo, hi, out=lo)
+            upper, lower = self._float[a:b, :half], self._float[height + a:height + b, :half]
+            np.subtract(lower, upper, out=lower)
+            np.multiply(lower, self.y_frac[a:b], out=lower)
+            np.add(upper, lower, out=upper)
+
+        bands.run(band, height)
+        return self._float[:height, :half].reshape(height, width, channels)
 
 
 def resize_bilinear(array, size) -> np.ndarray:
@@ -261,7 +345,10 @@ def _pillow_taps(out_size: int, in_size: int):
 
 def _lerp_pillow(a, b, w_low, w_high):
     """One pass of Pillow's float ("F") resize: float64 sum of the weighted taps, stored as float32."""
-    return (a.astype(np.float64, copy=False) * w_low + b.astype(np.float64, copy=False) * w_high).astype(np.float32)
+    # float32 taps widen exactly inside the float64 products, without float64 copies of them.
+    total = np.multiply(a, w_low, dtype=np.float64)
+    total += np.multiply(b, w_high, dtype=np.float64)
+    return total.astype(np.float32)
 
 
 def _lerp_tensorflow(a, b, frac, _unused=None):
@@ -292,6 +379,9 @@ class _UpsampledArgmax:
 
     # Above this share of boundary pixels the full resize (in C, one channel at a time) is cheaper.
     DENSE_SHARE = 0.3
+    # Boundary pixels interpolated at a time: bounded memory, and temporaries small enough (K scores of float64
+    # each) that the allocator reuses them rather than mapping fresh pages from the system for every piece.
+    CHUNK = 1 << 13
 
     def __init__(self, in_shape, size, rule, num_classes, quantization, label_dtype, raw_dtype):
         (h, w), (height, width) = in_shape, size
@@ -302,23 +392,21 @@ class _UpsampledArgmax:
         self.label_dtype = np.dtype(label_dtype)
         # A code outside the labels marks a boundary block; int16 when 255 is a label.
         self.code_dtype, self.boundary = (np.uint8, 255) if num_classes < 255 else (np.int16, -1)
-        self._table = None
-        if quantization is not None:
-            # Every raw value's float32 score as run() dequantises it, indexed by the raw value itself (negative
-            # int8 / int16 values index from the end); float64 for Pillow's arithmetic, which widens them anyway.
-            scale, zero_point = quantization
-            bits = np.dtype(raw_dtype).itemsize * 8
-            values = np.arange(2 ** bits).astype(np.dtype(f"uint{bits}")).view(raw_dtype)
-            self._table = ((values.astype(np.float32) - np.float32(zero_point)) * scale).astype(
-                np.float64 if rule == "pillow" else np.float32)
+        # run()'s dequantisation, float32; Pillow's arithmetic widens it exactly to float64 in its lerp.
+        self._dequantize = None if quantization is None else (np.float32(quantization[0]),
+                                                              np.float32(quantization[1]))
 
     @staticmethod
     def enlarges(in_shape, size) -> bool:
         return in_shape[0] <= size[0] and in_shape[1] <= size[1]
 
-    def __call__(self, raw: np.ndarray, dense) -> np.ndarray:
-        """Labels ``size`` of raw scores ``(h, w, K)`` (integers when quantised); ``dense(raw)`` is the full path."""
-        low_labels = np.argmax(raw, axis=-1).astype(self.code_dtype)
+    def __call__(self, raw: np.ndarray, dense, bands: _Bands = _SERIAL) -> np.ndarray:
+        """Labels ``size`` of raw scores ``(h, w, K)`` (integers when quantised); ``dense(raw)`` is the full path.
+
+        ``bands`` runs the argmax, the label gathers and the boundary interpolation in parallel pieces.
+        """
+        low_labels = np.empty(raw.shape[:2], self.code_dtype)
+        bands.run(lambda a, b: _first_argmax(raw[a:b], low_labels[a:b]), len(raw))
         # Block (r, c) covers source pixels {r, r+1} x {c, c+1}, which contain every tap of an output pixel whose
         # low taps are (r, c); the edge is replicated so the last row and column have blocks too.
         padded = np.pad(low_labels, ((0, 1), (0, 1)), mode="edge")
@@ -333,28 +421,77 @@ class _UpsampledArgmax:
         if np.count_nonzero(~uniform) > self.DENSE_SHARE * uniform.size:
             return dense(raw)
         code = np.where(uniform, corner, np.asarray(self.boundary, self.code_dtype))
-        labels = np.take(np.take(code, self.rows[0], axis=0), self.cols[0], axis=1)
-        border = np.flatnonzero(labels == self.boundary)
+        (height, width), (rows, cols) = self.size, (self.rows[0], self.cols[0])
+        labels = np.empty((height, width), self.code_dtype)
+
+        def gather(a, b):
+            np.take(np.take(code, rows[a:b], axis=0, mode="clip"), cols, axis=1, out=labels[a:b], mode="clip")
+            return np.flatnonzero(labels[a:b] == self.boundary) + a * width
+
+        border = np.concatenate(bands.run(gather, height))
         labels = labels.astype(self.label_dtype, copy=False)
-        flat = labels.reshape(-1)
-        width = self.size[1]
-        for start in range(0, len(border), 1 << 15):  # bounded memory: 32768 pixels x K scores at a time
-            index = border[start:start + (1 << 15)]
-            flat[index] = self._interpolated_argmax(raw, index // width, index % width)
+        flat, scores = labels.reshape(-1), np.ascontiguousarray(raw).reshape(-1, raw.shape[-1])
+
+        def interpolate(a, b):
+            for start in range(a, b, self.CHUNK):
+                index = border[start:min(b, start + self.CHUNK)]
+                flat[index] = self._interpolated_argmax(scores, raw.shape[1], index // width, index % width)
+
+        bands.run(interpolate, len(border), minimum=1024)
         return labels
 
-    def _interpolated_argmax(self, raw, ys, xs):
-        (r0, r1, wy0, wy1), (c0, c1, wx0, wx1) = ([t[ys] if t is not None else None for t in self.rows],
-                                                  [t[xs] if t is not None else None for t in self.cols])
+    def _interpolated_argmax(self, scores, w, ys, xs):
+        """Argmax of the interpolated scores of output pixels ``(ys, xs)``; ``scores`` is the ``(h * w, K)`` map.
 
-        def scores(r, c):
+        Both passes are the full resize's: the horizontal one gives each (source row, output column) its scores,
+        the vertical one mixes two of those per output pixel. Neighbouring output rows share source rows, so the
+        horizontal pass runs once per distinct (source row, output column) of the pixels (about a third of the
+        two per pixel at a camera frame's boundaries); the values are the same, computed once.
+        """
+        r0, r1, wy0, wy1 = (t[ys] if t is not None else None for t in self.rows)
+        n, width = len(ys), self.size[1]
+        base = int(r0.min())
+        keys = np.concatenate([r0 - base, r1 - base]) * width + np.concatenate([xs, xs])
+        # One slot per (row, column) of this piece's few rows: whichever position is written last owns the key.
+        slot = np.empty((int(r1.max()) - base + 1) * width, np.intp)
+        order = np.arange(2 * n)
+        slot[keys] = order
+        first = slot[keys]
+        owners = np.flatnonzero(first == order)
+        compact = np.empty(2 * n, np.intp)
+        compact[owners] = np.arange(len(owners))
+        pair = compact[first]
+        rows, cols = np.divmod(keys[owners], width)
+        rows += base
+        c0, c1, wx0, wx1 = (t[cols] if t is not None else None for t in self.cols)
+
+        def tap(r, c):
             # Channels first, so that the per-pixel weights broadcast along the long contiguous axis.
-            s = np.ascontiguousarray(raw[r, c].T)
-            return self._table[s] if self._table is not None else s
+            s = np.ascontiguousarray(np.take(scores, r * w + c, axis=0, mode="clip").T)
+            if self._dequantize is None:
+                return s
+            # The same float32 operations as run() (integers convert to float32 exactly); several times faster
+            # than a table lookup per score.
+            scale, zero_point = self._dequantize
+            values = np.subtract(s, zero_point, dtype=np.float32)
+            return np.multiply(values, scale, out=values)
 
-        upper = self.lerp(scores(r0, c0), scores(r0, c1), wx0, wx1)
-        lower = self.lerp(scores(r1, c0), scores(r1, c1), wx0, wx1)
-        return np.argmax(self.lerp(upper, lower, wy0, wy1), axis=0)
+        horizontal = self.lerp(tap(rows, c0), tap(rows, c1), wx0, wx1)
+        upper = np.take(horizontal, pair[:n], axis=1, mode="clip")
+        lower = np.take(horizontal, pair[n:], axis=1, mode="clip")
+        scores = self.lerp(upper, lower, wy0, wy1)
+        return _first_argmax(scores, np.empty(scores.shape[1:], self.label_dtype), axis0=True)
+
+
+def _pillow_nearest_index(out_size: int, in_size: int) -> np.ndarray:
+    """The source index of each output index of Pillow's NEAREST resize along one axis, from Pillow itself.
+
+    Pillow scales with nearest neighbour one axis at a time (its source coordinates accumulate in float64 step by
+    step, not ``floor((i + 0.5) * scale)``), so resizing a one-pixel-wide ramp of indices gives the exact map; the
+    label map is then two gathers, which split into bands of rows.
+    """
+    ramp = np.arange(in_size, dtype=np.int32)[None]
+    return np.asarray(Image.fromarray(ramp).resize((out_size, 1), Image.NEAREST))[0].astype(np.intp)
 
 
 def letterbox_box(image_size, input_size) -> tuple[int, int, int, int]:
@@ -543,6 +680,10 @@ class Segmenter:
         hardware: ``None`` (default: the interpreter with XNNPACK), or ``"cpu"`` / ``"gpu"`` to run through LiteRT's
             ``CompiledModel`` with that hardware accelerator (``"gpu"`` with the CPU as fallback for the operators
             the GPU does not take). Not combined with ``delegate``.
+        host_threads: threads for the work around the model (the frame resize, the argmax and the up-sampling of
+            the labels), split into bands of rows; ``None`` (default) takes the cores this process may use, at most
+            4 (`default_host_threads`). The model's own threads are idle meanwhile, so the same cores serve both.
+            Results do not depend on it.
 
     Attributes:
         input_size: ``(height, width)`` of the model input.
@@ -553,12 +694,14 @@ class Segmenter:
         output: the model head, ``"logits"``, ``"probabilities"`` or ``"labels"``.
         host_upsample: ``(height, width)`` the logits are up-sampled to on the host (models exported with
             ``host_upsample``), or ``None``.
+        host_threads: the threads of the host work.
         timings: milliseconds spent in ``preprocess`` (the resize), ``inference`` (the model; its raw output) and
             ``postprocess`` (argmax and up-sampling) by the last `predict`.
     """
 
     def __init__(self, model_path, *, num_threads: int = 2, metadata_path=None, aspect: str = "stretch",
-                 delegate=None, delegate_options: dict | None = None, hardware: str | None = None):
+                 delegate=None, delegate_options: dict | None = None, hardware: str | None = None,
+                 host_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = os.fspath(model_path)
@@ -580,6 +723,14 @@ class Segmenter:
         self._box = None
         self._resizer = None  # _Resizer of the last frame shape
         self._upsampler = None  # (key, _UpsampledArgmax) of the last output and frame sizes
+        self._nearest = None  # (key, row indices, column indices) of the last nearest-neighbour label resize
+        if host_threads is None:
+            host_threads = default_host_threads()
+        if isinstance(host_threads, bool) or not isinstance(host_threads, int) or host_threads < 1:
+            raise ValueError(f"Expected host_threads to be a positive integer or None. Received: "
+                             f"host_threads={host_threads!r}")
+        self.host_threads = host_threads
+        self._bands = _Bands(host_threads)
         delegates = [external_delegate(delegate, delegate_options)] if delegate is not None else None
         self.accelerator = (f"delegate {os.path.basename(os.fspath(delegate))} (operators it does not take run on the "
                             f"CPU)" if delegate is not None else f"CPU (XNNPACK, {num_threads} threads)")
@@ -729,12 +880,24 @@ class Segmenter:
         else:
             x = pixels
         if self.input_format == "pixels":
+            if np.issubdtype(self.input_dtype, np.integer) and x.dtype == np.float32:
+                info = np.iinfo(self.input_dtype)
+                # Interpolated uint8 pixels stay within [0, 255] (convex weights, monotone float rounding), so
+                # the clip only matters for the letterbox's mean colour or a narrower input type.
+                clip = self._box is not None or info.min > 0 or info.max < 255
+                out = np.empty(x.shape, self.input_dtype)
+
+                def round_band(a, b):
+                    band = np.rint(x[a:b], out=x[a:b])
+                    if clip:
+                        np.clip(band, info.min, info.max, out=band)
+                    np.copyto(out[a:b], band, casting="unsafe")
+
+                self._bands.run(round_band, len(x))
+                return out[None]
             if np.issubdtype(self.input_dtype, np.integer) and x.dtype != self.input_dtype:
                 info = np.iinfo(self.input_dtype)
-                if x.dtype == np.float32:
-                    x = np.clip(np.rint(x, out=x), info.min, info.max, out=x)
-                else:
-                    x = np.clip(np.rint(x), info.min, info.max)
+                x = np.clip(np.rint(x), info.min, info.max)
             # A frame at the model's size goes in as it is; the resizer's buffer is reused, so never returned.
             return x.astype(self.input_dtype, copy=x is not pixels)[None]
         x = (x.astype(np.float32) - self.mean) / self.std
@@ -748,7 +911,7 @@ class Segmenter:
         """`resize_bilinear` of a frame through a resizer kept for the last frame shape (a camera's is fixed)."""
         if self._resizer is None or (self._resizer.shape, self._resizer.size) != (pixels.shape, tuple(size)):
             self._resizer = _Resizer(pixels.shape, size)
-        return self._resizer(pixels)
+        return self._resizer(pixels, self._bands)
 
     def run(self, model_input: np.ndarray) -> np.ndarray:
         """Invokes the model on a preprocessed input; float32 scores ``(h, w, K)`` or labels ``(h, w)``."""
@@ -825,32 +988,60 @@ class Segmenter:
             if self._upsampler is None or self._upsampler[0] != key:
                 self._upsampler = key, _UpsampledArgmax(raw.shape[:2], size, rule, self.num_classes, self._out_q,
                                                         self._label_dtype, raw.dtype)
-            return self._upsampler[1](raw, lambda scores: dense(scores, size))
-        labels = raw if self.output == "labels" else np.argmax(raw, axis=-1)
-        labels = labels.astype(self._label_dtype, copy=False)
+            return self._upsampler[1](raw, lambda scores: dense(scores, size), self._bands)
+        if self.output == "labels":
+            labels = raw.astype(self._label_dtype, copy=False)
+        else:
+            labels = np.empty(raw.shape[:2], self._label_dtype)
+            self._bands.run(lambda a, b: _first_argmax(raw[a:b], labels[a:b]), len(raw))
         if labels.shape != (height, width):
-            # Pillow's nearest neighbour, on 8-bit images where the labels fit (faster than its 32-bit ones).
-            mode_dtype = np.uint8 if self._label_dtype == np.uint8 else np.int32
-            labels = np.asarray(Image.fromarray(labels.astype(mode_dtype, copy=False)).resize(
-                (width, height), Image.NEAREST)).astype(self._label_dtype, copy=False)
+            key = (labels.shape, (height, width))
+            if self._nearest is None or self._nearest[0] != key:
+                self._nearest = key, _pillow_nearest_index(height, len(labels)), _pillow_nearest_index(
+                    width, labels.shape[1])
+            _, rows, cols = self._nearest
+            small, labels = labels, np.empty((height, width), self._label_dtype)
+
+            def band(a, b):
+                # In-range indices: mode="clip" skips the bounds check and the buffered copy of ``out``.
+                np.take(np.take(small, rows[a:b], axis=0, mode="clip"), cols, axis=1, out=labels[a:b], mode="clip")
+
+            self._bands.run(band, height)
         return labels
 
     def _dense_tensorflow(self, raw: np.ndarray, size) -> np.ndarray:
         """Labels of the whole score map resized with `resize_bilinear` (reduced-resolution logits)."""
-        return np.argmax(resize_bilinear(self._dequantize(raw), size), axis=-1).astype(self._label_dtype)
+        scores = self._dequantize(raw)
+        scores = _Resizer(scores.shape, size)(scores, self._bands)
+        labels = np.empty(scores.shape[:2], self._label_dtype)
+        self._bands.run(lambda a, b: _first_argmax(scores[a:b], labels[a:b]), len(labels))
+        return labels
 
     def _dense_pillow(self, raw: np.ndarray, size) -> np.ndarray:
-        """Labels of the whole score map resized by Pillow's BILINEAR, one float channel at a time ("F" mode)."""
+        """Labels of the whole score map resized by Pillow's BILINEAR, one float channel at a time ("F" mode).
+
+        Pillow resizes ``host_threads`` channels at once (it releases the GIL); they are merged in class order, the
+        running maximum updated strictly (ties keep the first class), as in `_first_argmax`.
+        """
         height, width = size
         best = np.full((height, width), -np.inf, np.float32)
         labels = np.zeros((height, width), self._label_dtype)
         better = np.empty((height, width), bool)
-        for c in range(raw.shape[-1]):
+        chosen = np.empty((height, width), self._label_dtype)
+
+        def resized(c):
             channel = np.ascontiguousarray(self._dequantize(raw[..., c]))
-            channel = np.asarray(Image.fromarray(channel).resize((width, height), Image.BILINEAR))
-            np.greater(channel, best, out=better)
-            np.copyto(best, channel, where=better)
-            np.copyto(labels, c, where=better)
+            return np.asarray(Image.fromarray(channel).resize((width, height), Image.BILINEAR))
+
+        classes = raw.shape[-1]
+        for start in range(0, classes, self.host_threads):  # at most host_threads full-size channels in memory
+            group = self._bands.run(lambda a, b: [resized(start + i) for i in range(a, b)],
+                                    min(self.host_threads, classes - start), minimum=1)
+            for c, channel in enumerate((ch for band in group for ch in band), start):
+                np.greater(channel, best, out=better)
+                np.maximum(best, channel, out=best)
+                np.multiply(better, self._label_dtype(c), out=chosen)
+                np.maximum(labels, chosen, out=labels)
         return labels
 
     def _crop_padding(self, out: np.ndarray) -> np.ndarray:
@@ -887,6 +1078,9 @@ def main(argv=None) -> int:
     parser.add_argument("--aspect", choices=ASPECTS, default="stretch",
                         help="stretch the frame to the model input (default, as in training) or letterbox it")
     parser.add_argument("--threads", type=int, default=2, help="LiteRT CPU threads (default 2)")
+    parser.add_argument("--host-threads", type=int, default=None,
+                        help="threads for the resize and the label work around the model (default: the cores this "
+                             "process may use, at most 4)")
     parser.add_argument("--delegate", help="a LiteRT external delegate library (.so) to run the model on; operators "
                                            "it does not take run on the CPU")
     parser.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
@@ -902,7 +1096,7 @@ def main(argv=None) -> int:
     try:
         segmenter = Segmenter(args.model, num_threads=args.threads, metadata_path=args.metadata, aspect=args.aspect,
                               delegate=args.delegate, delegate_options=parse_delegate_options(args.delegate_option),
-                              hardware=args.hardware)
+                              hardware=args.hardware, host_threads=args.host_threads)
         image = load_image(args.image)
         labels = segmenter.predict(image)  # warm-up: the first invoke also plans memory
         totals = []
@@ -923,7 +1117,7 @@ def main(argv=None) -> int:
     print(f"{args.image}: {w}x{h} via {mw}x{mh} {segmenter.input_dtype.name} model ({segmenter.output} head), "
           f"latency {float(np.median(totals)):.1f} ms (median of {args.runs}; preprocess "
           f"{timing['preprocess']:.1f}, inference {timing['inference']:.1f}, postprocess "
-          f"{timing['postprocess']:.1f}) on {segmenter.accelerator}")
+          f"{timing['postprocess']:.1f}; host work on {segmenter.host_threads} threads) on {segmenter.accelerator}")
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=segmenter.num_classes)
     names = segmenter.class_names or [str(c) for c in range(segmenter.num_classes)]
     present = [f"{names[c]} {100.0 * counts[c] / labels.size:.1f}%" for c in np.argsort(-counts) if counts[c]]

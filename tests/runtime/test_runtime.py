@@ -365,7 +365,8 @@ def test_benchmark_cli_never_imports_tensorflow(exported, tmp_path):
     paths = [str(exported["paths"][key]) for key in (("fp32", "logits"), ("int8", "logits"), ("int8", "labels"))]
     script = f"""
 import runpy, sys
-sys.argv = ["benchmark.py", *{paths!r}, "--threads", "1", "--runs", "2", "--warmup", "1", "--json", {str(out_json)!r}]
+sys.argv = ["benchmark.py", *{paths!r}, "--threads", "1", "--runs", "2", "--warmup", "1", "--json", {str(out_json)!r},
+            "--frame-size", "45", "70", "--host-threads", "2"]
 try:
     runpy.run_path({os.path.join(ROOT, "tflite", "benchmark.py")!r}, run_name="__main__")
 except SystemExit as e:
@@ -377,7 +378,8 @@ print("HEAVY", heavy)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HEAVY []" in result.stdout and "speed-up" in result.stdout
     rows = json.loads(out_json.read_text())
-    assert len(rows) == 3 and rows[0]["speedup"] == 1.0 and rows[2]["input_dtype"] == "uint8"
+    assert len(rows) == 6 and rows[0]["speedup"] == 1.0 and rows[2]["input_dtype"] == "uint8"
+    assert [r["host_threads"] for r in rows[3:]] == [2, 2, 2] and "host work on 2 threads" in result.stdout
     missing = subprocess.run([sys.executable, os.path.join(ROOT, "tflite", "benchmark.py"),
                               str(tmp_path / "missing.tflite")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "missing.tflite" in missing.stderr
@@ -485,20 +487,22 @@ def test_resizer_equals_the_straightforward_resize(src, dst):
     np.testing.assert_array_equal(resize_bilinear(scores, dst), straightforward_resize(scores, dst))
 
 
-@pytest.mark.parametrize("aspect", ["stretch", "letterbox"])
+@pytest.mark.parametrize("aspect, host_threads", [("stretch", 1), ("stretch", 3), ("letterbox", 2)])
 @pytest.mark.parametrize("key", [("fp32", "logits"), ("int8", "logits"), ("int8", "probabilities")])
-def test_predict_equals_the_straightforward_path(exported, key, aspect, monkeypatch):
+def test_predict_equals_the_straightforward_path(exported, key, aspect, host_threads, monkeypatch):
     from tflite.runtime import _UpsampledArgmax
 
-    seg = Segmenter(exported["paths"][key], aspect=aspect)
-    for size, seed in (((3 * H, 2 * W), 23), ((H + 7, 3 * W - 5), 24), ((H // 2, W + 3), 25)):
+    seg = Segmenter(exported["paths"][key], aspect=aspect, host_threads=host_threads)
+    assert seg.host_threads == host_threads
+    for size, seed in (((3 * H, 2 * W), 23), ((H + 7, 3 * W - 5), 24), ((H // 2, W + 3), 25), ((H, W), 26)):
         frame = image(*size, seed=seed)
         pixels = straightforward_resize(frame, (H, W)) if aspect == "stretch" else None
         x = seg.preprocess(frame)
         if pixels is not None:
             expected = pixels if x.dtype == np.float32 else np.clip(np.rint(pixels), 0, 255).astype(x.dtype)
             np.testing.assert_array_equal(x[0], expected)
-            assert not np.shares_memory(x, seg.preprocess(frame))
+            # The resizer's buffers are reused; only a frame already at the model's size goes in as it is.
+            assert np.shares_memory(x, seg.preprocess(frame)) == (size == (H, W) and x.dtype == frame.dtype)
         scores = seg.run(x)
         if seg._box is not None:
             scores = seg._crop_padding(scores)
