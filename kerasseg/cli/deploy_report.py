@@ -118,8 +118,8 @@ def _cell(result: dict) -> str:
     return text
 
 
-def markdown(rows: list) -> str:
-    """The report as a markdown table plus the fallback reasons."""
+def markdown(rows: list, *, reasons: bool = True) -> str:
+    """The report as a markdown table, the tools that made it and (``reasons``) the reason of every fallback."""
     lines = ["| model | classes | input | " + " | ".join(TARGETS) + " |", "|---|---|---|" + "---|" * len(TARGETS)]
     for row in rows:
         lines.append(f"| {row['model']} | {row['classes']} | {row['input']} | "
@@ -128,11 +128,12 @@ def markdown(rows: list) -> str:
                   "them. Ethos-U: int8 export, operators on the NPU / total, Vela's estimated latency and SRAM.", ""]
     tools = sorted({r["targets"][t]["tool"] for r in rows for t in TARGETS})
     lines += [f"Tools: {'; '.join(tools)}.", ""]
-    for row in rows:
-        for target in TARGETS:
-            for reason in dict.fromkeys(row["targets"][target]["reasons"]):
-                lines.append(f"- {row['model']} {row['input']}, {target}: {reason}")
-    return "\n".join(lines) + "\n"
+    if reasons:
+        for row in rows:
+            for target in TARGETS:
+                for reason in dict.fromkeys(row["targets"][target]["reasons"]):
+                    lines.append(f"- {row['model']} {row['input']}, {target}: {reason}")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _key(row: dict) -> tuple:
@@ -161,14 +162,14 @@ def read_report(path: str) -> list:
 
 
 def merge(rows: list, row: dict) -> list:
-    """``rows`` with ``row`` in place of the row of the same model, size and classes; a new row goes after the last
-    one of its architecture (else at the end), so the table keeps the model table's order."""
+    """``rows`` with ``row`` in place of the row of the same model, size and classes (or added), ordered by
+    architecture as the model table is (architectures it lacks last), rows of one architecture in the order they came."""
     keys = [_key(r) for r in rows]
-    if _key(row) in keys:
-        return [row if k == _key(row) else r for r, k in zip(rows, keys)]
-    same = [i for i, r in enumerate(rows) if r["architecture"] == row["architecture"]]
-    at = same[-1] + 1 if same else len(rows)
-    return [*rows[:at], row, *rows[at:]]
+    merged = [row if k == _key(row) else r for r, k in zip(rows, keys)]
+    if _key(row) not in keys:
+        merged.append(row)
+    order = list(dict.fromkeys(name for name, *_ in REFERENCE))
+    return sorted(merged, key=lambda r: order.index(r["architecture"]) if r["architecture"] in order else len(order))
 
 
 def readme_block(text: str, source: str = "the file") -> tuple[int, int]:
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
     table = markdown(rows)
     write_text(os.path.join(args.output_dir, "deploy_report.md"), table)
     if args.readme:
-        update_readme(args.readme, table)
+        update_readme(args.readme, markdown(rows, reasons=False))
     print(table)
     return 0
 

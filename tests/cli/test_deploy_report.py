@@ -25,7 +25,8 @@ def test_readme_matrix_is_the_committed_report_rendered_by_the_tool():
     rows = deploy_report.read_report(os.path.join(ROOT, "docs", deploy_report.REPORT))
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     start, end = deploy_report.readme_block(readme, "README.md")
-    assert readme[start:end].strip() == deploy_report.markdown(rows).strip()
+    assert readme[start:end].strip() == deploy_report.markdown(rows, reasons=False).strip()
+    assert open(os.path.join(ROOT, "docs", "deploy_report.md"), encoding="utf-8").read() == deploy_report.markdown(rows)
     # Every architecture of the registry at the model table's configurations, judged by all four targets.
     assert {(name, classes, f"{shape[0]}x{shape[1]}") for name, classes, shape, _, _ in REFERENCE} <= {
         (r["architecture"], r["classes"], r["input"]) for r in rows}
@@ -35,11 +36,13 @@ def test_rows_merge_by_model_size_and_classes():
     rows = [_row(), _row(size="64x64")]
     rows = deploy_report.merge(rows, _row(ok=False))
     assert [r["input"] for r in rows] == ["32x64", "64x64"] and not rows[0]["targets"]["ethos-u85-256"]["ok"]
-    merged = deploy_report.merge([*rows, _row(model="SegNet")], _row(classes=19))
-    assert [(r["model"], r["classes"]) for r in merged] == [("erfnet", 3), ("erfnet", 3), ("erfnet", 19), ("SegNet", 3)]
+    merged = deploy_report.merge([_row(model="SegNet"), *rows, _row(model="Mine")], _row(classes=19))
+    assert [(r["model"], r["classes"]) for r in merged] == [
+        ("erfnet", 3), ("erfnet", 3), ("erfnet", 19), ("SegNet", 3), ("Mine", 3)]  # the model table's order
     table = deploy_report.markdown(rows)
     assert "| erfnet | 3 | 32x64 | ✓ all | ✗ 4/5, 1.5 ms, 12 KiB |" in table
     assert "- erfnet 32x64, ethos-u55-128: RESIZE_BILINEAR: unsupported scale-factor" in table
+    assert "unsupported scale-factor" not in deploy_report.markdown(rows, reasons=False)
 
 
 def test_readme_block_is_replaced_in_place(tmp_path):
