@@ -36,10 +36,10 @@ import numpy as np
 from PIL import Image
 
 try:
-    from .runtime import Segmenter, external_delegate, load_image, parse_delegate_options
+    from .runtime import HARDWARE, Segmenter, external_delegate, load_image, parse_delegate_options
 except ImportError:  # run as a script: runtime.py sits beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from runtime import Segmenter, external_delegate, load_image, parse_delegate_options
+    from runtime import HARDWARE, Segmenter, external_delegate, load_image, parse_delegate_options
 
 __all__ = ["benchmark", "time_model", "format_table", "end_to_end", "segment_folder", "main"]
 
@@ -257,9 +257,9 @@ def main(argv=None) -> int:
     parser.add_argument("--frame", help="time frame -> label map on this image file (resized to --frame-size "
                                             "when given) instead of random pixels")
     parser.add_argument("--frames", help="segment every image of this folder in one call and report frames/s")
-    parser.add_argument("--hardware", choices=["cpu", "gpu"], default=None,
+    parser.add_argument("--hardware", choices=HARDWARE, default=None,
                         help="--frame-size / --frames through LiteRT's CompiledModel on this accelerator (gpu keeps "
-                             "the CPU as fallback) instead of the interpreter")
+                             "the CPU as fallback; gpu-fp32 at full float precision) instead of the interpreter")
     args = parser.parse_args(argv)
     try:
         options = parse_delegate_options(args.delegate_option)

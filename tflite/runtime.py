@@ -53,9 +53,11 @@ __all__ = ["Segmenter", "check_metadata", "overlay", "colorize", "default_palett
 
 _HEADS = ("logits", "probabilities", "labels")
 ASPECTS = ("stretch", "letterbox")
-# LiteRT hardware accelerators for `CompiledModel`; the GPU one always keeps the CPU as fallback, since LiteRT
-# refuses a GPU-only compilation of a graph with operators the GPU cannot run.
-HARDWARE = ("cpu", "gpu")
+# LiteRT hardware accelerators for `CompiledModel`; the GPU ones always keep the CPU as fallback, since LiteRT
+# refuses a GPU-only compilation of a graph with operators the GPU cannot run. "gpu" computes at the accelerator's
+# default precision (float16 allowed), "gpu-fp32" at full float precision (``GpuOptions(enforce_f32=True)``), which a
+# model whose labels hinge on near-ties needs, such as SegNet's max-unpooling switches.
+HARDWARE = ("cpu", "gpu", "gpu-fp32")
 # The fields of the embedded record and of the sidecar that must agree when a model has both.
 _AGREEING_FIELDS = ("num_classes", "input_shape", "mean", "std", "class_names", "ignore_label")
 _AGREEING_EXPORT_FIELDS = ("output", "input_format", "input_dtype", "output_dtype", "input_quantization",
@@ -494,6 +496,19 @@ def _pillow_nearest_index(out_size: int, in_size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(ramp).resize((out_size, 1), Image.NEAREST))[0].astype(np.intp)
 
 
+def litert_options(hardware: str):
+    """LiteRT ``Options`` of a `HARDWARE` name (``kerasseg.runtimes.tflite`` has the same function: keep them in
+    step)."""
+    from ai_edge_litert.gpu_options import GpuOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import Options
+
+    if hardware == "cpu":
+        return Options(hardware_accelerators=HardwareAccelerator.CPU)
+    return Options(hardware_accelerators=HardwareAccelerator.GPU | HardwareAccelerator.CPU,
+                   gpu_options=GpuOptions(enforce_f32=hardware == "gpu-fp32"))
+
+
 def letterbox_box(image_size, input_size) -> tuple[int, int, int, int]:
     """``(top, left, height, width)`` of an image of ``image_size`` scaled to fit ``input_size``, centred."""
     (h, w), (height, width) = image_size, input_size
@@ -677,9 +692,10 @@ class Segmenter:
         delegate: path of a LiteRT external delegate library (`external_delegate`); ``None`` runs on the CPU
             (XNNPACK).
         delegate_options: the delegate's options.
-        hardware: ``None`` (default: the interpreter with XNNPACK), or ``"cpu"`` / ``"gpu"`` to run through LiteRT's
-            ``CompiledModel`` with that hardware accelerator (``"gpu"`` with the CPU as fallback for the operators
-            the GPU does not take). Not combined with ``delegate``.
+        hardware: ``None`` (default: the interpreter with XNNPACK), or ``"cpu"`` / ``"gpu"`` / ``"gpu-fp32"`` to run
+            through LiteRT's ``CompiledModel`` with that hardware accelerator (the GPU ones with the CPU as fallback
+            for the operators the GPU does not take; ``"gpu-fp32"`` at full float precision). Not combined with
+            ``delegate``.
         host_threads: threads for the work around the model (the frame resize, the argmax and the up-sampling of
             the labels), split into bands of rows; ``None`` (default) takes the cores this process may use, at most
             4 (`default_host_threads`). The model's own threads are idle meanwhile, so the same cores serve both.
@@ -824,16 +840,14 @@ class Segmenter:
     def _compile(self, model_bytes: bytes, hardware: str):
         """A LiteRT ``CompiledModel`` of the file on ``hardware``, with its input and output buffers."""
         from ai_edge_litert.compiled_model import CompiledModel
-        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
-        accel = HardwareAccelerator.CPU if hardware == "cpu" else HardwareAccelerator.GPU | HardwareAccelerator.CPU
         try:
-            compiled = CompiledModel.from_buffer(model_bytes, hardware_accel=accel)
+            compiled = CompiledModel.from_buffer(model_bytes, options=litert_options(hardware))
             buffers = compiled.create_input_buffers(0), compiled.create_output_buffers(0)
         except RuntimeError as e:
             raise ValueError(f"Expected LiteRT to compile the model for hardware={hardware!r}. Received: {e}") from None
         fallback = "" if compiled.is_fully_accelerated() else ", operators it does not take on the CPU"
-        self.accelerator = f"LiteRT CompiledModel on {hardware.upper()}{fallback if hardware == 'gpu' else ''}"
+        self.accelerator = f"LiteRT CompiledModel on {hardware.upper()}{fallback if hardware != 'cpu' else ''}"
         return compiled, buffers
 
     def invoke(self, model_input: np.ndarray) -> np.ndarray:

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "the CPU")
     p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of --delegate (repeatable)")
-    p.add_argument("--hardware", choices=["cpu", "gpu"], default=None,
+    p.add_argument("--hardware", choices=["cpu", "gpu", "gpu-fp32"], default=None,
                    help="run the TFLite rows (and with --device-runtime the runtime rows) through LiteRT's "
                         "CompiledModel on this accelerator (only cpu here: LiteRT's GPU accelerator cannot run in "
                         "this process, which has loaded TensorFlow)")
@@ -74,11 +74,11 @@ def main(argv=None) -> int:
     from kerasseg.errors import GpuUnavailableError
     from kerasseg.runtimes import parse_delegate_options
 
-    if args.hardware == "gpu":
+    if args.hardware not in (None, "cpu"):
         # Refused before TensorFlow starts: LiteRT's GPU accelerator crashes in a process that has loaded it.
-        parser.error("Expected --hardware cpu: LiteRT's GPU accelerator cannot run in this process, which has loaded "
-                     "TensorFlow (run tflite/runtime.py --hardware gpu, or kerasseg.export.check(path, 'gpu', "
-                     "run=True), on the exported files instead). Received: --hardware gpu")
+        parser.error(f"Expected --hardware cpu: LiteRT's GPU accelerator cannot run in this process, which has loaded "
+                     f"TensorFlow (run tflite/runtime.py --hardware {args.hardware}, or kerasseg.export.check(path, "
+                     f"'gpu', run=True), on the exported files instead). Received: --hardware {args.hardware}")
     try:
         options = parse_delegate_options(args.delegate_option)
     except ValueError as e:

@@ -4,7 +4,7 @@
 labels out, with the export's input contract (pixels or normalised values) and quantisation handled from the
 sidecar the export wrote next to the model (`read_sidecar`). It runs on LiteRT's interpreter (XNNPACK on the CPU),
 optionally with an external delegate library (`external_delegate`), or through LiteRT's ``CompiledModel`` on a
-hardware accelerator (`compile_model`, ``hardware="cpu"`` or ``"gpu"``).
+hardware accelerator (`compile_model`, ``hardware="cpu"``, ``"gpu"`` or ``"gpu-fp32"``).
 
 The device runtime ``tflite/runtime.py`` (``Segmenter``) takes the same ``delegate`` / ``delegate_options`` /
 ``hardware`` options with the same meaning. It is a single file that runs without kerasseg, and kerasseg does not
@@ -25,11 +25,13 @@ from kerasseg.runtimes.flatbuffer import model_bytes
 from kerasseg.runtimes.inputs import image_batch
 
 __all__ = ["TFLiteModel", "interpreter", "single_io", "quantization", "io_details", "sidecar_path", "read_sidecar",
-           "HARDWARE", "external_delegate", "parse_delegate_options", "compile_model"]
+           "HARDWARE", "external_delegate", "parse_delegate_options", "litert_options", "compile_model"]
 
-# LiteRT hardware accelerators for `CompiledModel`; the GPU one always keeps the CPU as fallback, since LiteRT
-# refuses a GPU-only compilation of a graph with operators the GPU cannot run.
-HARDWARE = ("cpu", "gpu")
+# LiteRT hardware accelerators for `CompiledModel`; the GPU ones always keep the CPU as fallback, since LiteRT
+# refuses a GPU-only compilation of a graph with operators the GPU cannot run. "gpu" computes at the accelerator's
+# default precision (float16 allowed), "gpu-fp32" at full float precision (``GpuOptions(enforce_f32=True)``): a model
+# whose labels hinge on near-ties, such as SegNet's max-unpooling switches, needs it (docs/edge_formulations.md).
+HARDWARE = ("cpu", "gpu", "gpu-fp32")
 
 
 def sidecar_path(path) -> str:
@@ -111,13 +113,25 @@ def parse_delegate_options(items) -> dict:
     return options
 
 
+def litert_options(hardware: str):
+    """LiteRT ``Options`` of a `HARDWARE` name (``tflite/runtime.py`` has the same function: keep them in step)."""
+    from ai_edge_litert.gpu_options import GpuOptions
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import Options
+
+    if hardware == "cpu":
+        return Options(hardware_accelerators=HardwareAccelerator.CPU)
+    return Options(hardware_accelerators=HardwareAccelerator.GPU | HardwareAccelerator.CPU,
+                   gpu_options=GpuOptions(enforce_f32=hardware == "gpu-fp32"))
+
+
 def compile_model(data: bytes, hardware: str):
     """LiteRT's ``CompiledModel`` of the flatbuffer ``data`` on a hardware accelerator.
 
     Args:
         data: the ``.tflite`` bytes.
-        hardware: ``"cpu"``, or ``"gpu"`` (LiteRT's GPU accelerator, with the CPU as fallback for the operators the
-            GPU does not take; half precision, LiteRT's default).
+        hardware: ``"cpu"``, ``"gpu"`` (LiteRT's GPU accelerator, with the CPU as fallback for the operators the
+            GPU does not take; half precision, LiteRT's default) or ``"gpu-fp32"`` (the same at full float precision).
 
     Returns:
         ``(compiled model, input buffers, output buffers, accelerator)``, ``accelerator`` saying in words where the
@@ -131,20 +145,18 @@ def compile_model(data: bytes, hardware: str):
     """
     if hardware not in HARDWARE:
         raise ValueError(f"Expected hardware to be one of {list(HARDWARE)}. Received: hardware={hardware!r}")
-    if hardware == "gpu" and "tensorflow" in sys.modules:
-        raise GpuUnavailableError("Expected hardware='gpu' in a process without TensorFlow: LiteRT's GPU accelerator "
-                                  "crashes (segmentation fault) in a process that has imported TensorFlow, so it is "
-                                  "not tried. Run the model in a separate process that imports only "
+    if hardware != "cpu" and "tensorflow" in sys.modules:
+        raise GpuUnavailableError(f"Expected hardware={hardware!r} in a process without TensorFlow: LiteRT's GPU "
+                                  "accelerator crashes (segmentation fault) in a process that has imported TensorFlow, "
+                                  "so it is not tried. Run the model in a separate process that imports only "
                                   "kerasseg.runtimes.tflite (or tflite/runtime.py). Received: TensorFlow imported")
     from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
-    accel = HardwareAccelerator.CPU if hardware == "cpu" else HardwareAccelerator.GPU | HardwareAccelerator.CPU
     try:
-        compiled = CompiledModel.from_buffer(data, hardware_accel=accel)
+        compiled = CompiledModel.from_buffer(data, options=litert_options(hardware))
         buffers = compiled.create_input_buffers(0), compiled.create_output_buffers(0)
     except RuntimeError as e:
-        if hardware == "gpu":
+        if hardware != "cpu":
             # With the CPU as fallback a model LiteRT reads always compiles; what fails is the accelerator itself.
             raise GpuUnavailableError(f"Expected LiteRT's GPU accelerator to start (a Vulkan adapter: a GPU driver, "
                                       f"or Mesa >= 25 lavapipe selected by VK_ICD_FILENAMES; LiteRT prints the reason "
@@ -203,14 +215,14 @@ class TFLiteModel:
         delegate: path of a LiteRT external delegate library (`external_delegate`) the interpreter runs the model
             on, operators it does not take staying on the CPU; ``None`` (default) runs on the CPU (XNNPACK).
         delegate_options: the delegate's options, e.g. ``{"backend_type": "htp"}``.
-        hardware: ``None`` (default: the interpreter), or ``"cpu"`` / ``"gpu"`` to run through LiteRT's
-            ``CompiledModel`` on that accelerator (`compile_model`; ``"gpu"`` keeps the CPU as fallback and cannot
+        hardware: ``None`` (default: the interpreter), or one of `HARDWARE` to run through LiteRT's
+            ``CompiledModel`` on that accelerator (`compile_model`; the GPU ones keep the CPU as fallback and cannot
             run in a process that has imported TensorFlow). Not combined with ``delegate``.
 
     Raises:
         FileNotFoundError: a missing model file or delegate library.
         InvalidFileError: a delegate library that does not load (LiteRT's reason included).
-        GpuUnavailableError: ``hardware="gpu"`` where LiteRT's GPU accelerator cannot run (see `compile_model`).
+        GpuUnavailableError: a GPU ``hardware`` where LiteRT's GPU accelerator cannot run (see `compile_model`).
         ValueError: a model that is not batch-1, single input and output; unknown or conflicting options.
 
     Attributes:

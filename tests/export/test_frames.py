@@ -266,7 +266,7 @@ print("OK")
     assert "OK" in result.stdout
     if "GPU agreement" in result.stdout:
         assert float(result.stdout.split("GPU agreement")[1].split()[0]) > 0.8, result.stdout
-    with pytest.raises(ValueError, match=r"Expected hardware to be one of \['cpu', 'gpu'\] or None\. "
+    with pytest.raises(ValueError, match=r"Expected hardware to be one of \['cpu', 'gpu', 'gpu-fp32'\] or None\. "
                                          r"Received: hardware='npu'"):
         Segmenter(path, hardware="npu")
     with pytest.raises(ValueError, match="Expected either a delegate or a hardware accelerator"):

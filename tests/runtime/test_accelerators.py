@@ -23,7 +23,7 @@ import numpy as np
 from kerasseg.runtimes.tflite import GpuUnavailableError, TFLiteModel
 x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
 try:
-    gpu = TFLiteModel(sys.argv[1], hardware="gpu")
+    gpu = TFLiteModel(sys.argv[1], hardware=sys.argv[2])
 except GpuUnavailableError as e:
     print(json.dumps({"error": str(e)}))
 else:
@@ -49,9 +49,9 @@ def _images():
     return np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
 
 
-def _run_without_tensorflow(path, env):
-    done = subprocess.run([sys.executable, "-c", _GPU_SCRIPT, os.fspath(path)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env={**env, "PYTHONPATH": ROOT})
+def _run_without_tensorflow(path, env, hardware="gpu"):
+    done = subprocess.run([sys.executable, "-c", _GPU_SCRIPT, os.fspath(path), hardware], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT, env={**env, "PYTHONPATH": ROOT})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -106,7 +106,9 @@ def test_gpu_runs_in_a_process_without_tensorflow(tiny):
     if "error" in result:
         pytest.skip(f"no Vulkan adapter for LiteRT's GPU accelerator: {result['error']}")
     assert result["accelerator"].startswith("LiteRT CompiledModel on GPU") and not result["tensorflow"]
-    assert result["max_abs_diff"] < 1e-2  # half precision, LiteRT's default on the GPU
+    assert 1e-5 < result["max_abs_diff"] < 1e-2  # half precision, LiteRT's default on the GPU
+    full = _run_without_tensorflow(tiny, env, "gpu-fp32")
+    assert full["accelerator"].startswith("LiteRT CompiledModel on GPU-FP32") and full["max_abs_diff"] < 1e-5, full
 
 
 def test_gpu_without_an_adapter_is_gpu_unavailable(tiny):
