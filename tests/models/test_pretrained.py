@@ -8,6 +8,7 @@ import pytest
 import kerasseg
 from kerasseg.data import camvid
 
+from tests.mediapipe_client import mediapipe_segment, needs_mediapipe
 from tests.paths import ROOT  # noqa: E402
 CAMVID = os.path.join(ROOT, "..", "shared", "camvid")
 
@@ -68,9 +69,8 @@ def test_int8_file_on_the_device_runtime_agrees_with_keras(model):
     files = kerasseg.pretrained_files("erfnet_camvid")
     seg = Segmenter(files["tflite_int8"], num_threads=2)
     assert seg.input_size == (360, 480) and seg.num_classes == 11 and list(seg.class_names) == list(camvid.CLASS_NAMES)
-    # The file describes itself (standard TFLite metadata, the sidecar's record) and keeps the QAT file's
-    # normalised-input contract.
-    assert seg.metadata_source == "embedded" and seg.input_format == "normalized"
+    # The file describes itself (standard TFLite metadata, the sidecar's record) and takes camera pixels.
+    assert seg.metadata_source == "embedded" and seg.input_format == "pixels" and seg.input_dtype == np.uint8
     images, labels, real = _frames(4)
     meta = model.kerasseg_metadata
     mean, std = np.asarray(meta.mean, np.float32), np.asarray(meta.std, np.float32)
@@ -152,3 +152,22 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
         assert os.listdir(tmp_path) == ["out.bin"]
     finally:
         os.umask(umask)
+
+
+@needs_mediapipe
+@pytest.mark.parametrize("name", kerasseg.list_pretrained())
+def test_mediapipe_runs_the_shipped_int8_file_like_the_device_runtime(name, tmp_path):
+    """MediaPipe's ImageSegmenter, a client that knows nothing of kerasseg, runs the shipped file as it is: camera
+    pixels in, the class names from the file, the device runtime's labels."""
+    from tflite.runtime import Segmenter, resize_bilinear
+
+    path = kerasseg.pretrained_files(name)["tflite_int8"]
+    seg = Segmenter(path, num_threads=2)
+    assert seg.input_format == "pixels" and seg.input_dtype == np.uint8
+    (image,), _, _ = _frames(1)
+    # At the model's size, so that neither side resizes (their resize rules differ).
+    frame = np.clip(np.rint(resize_bilinear(image, seg.input_size)), 0, 255).astype(np.uint8)
+    ((labels, mask),) = mediapipe_segment([path], frame, tmp_path)
+    assert labels == list(camvid.CLASS_NAMES)
+    agreement = float(np.mean(mask == seg.predict(frame)))
+    assert agreement >= 0.995, agreement
