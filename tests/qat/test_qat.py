@@ -311,29 +311,8 @@ def test_qat_erfnet_int8_fast(tmp_path):
     scale = lite.std() + 1e-6
     assert np.mean(np.abs(lite - ref)) < 0.2 * scale + 0.05
     _pixel_file_takes_frames_like_the_normalised_file(model, qat_model, path, tmp_path)
-    _mediapipe_runs_the_file_like_the_device_runtime(path, tmp_path)
-
-
-def _mediapipe_runs_the_file_like_the_device_runtime(path, tmp_path):
-    """MediaPipe's ImageSegmenter takes the QAT file as it is, reads its metadata, and labels a frame as the device
-    runtime does (a frame at the model's size: no resize on either side)."""
-    from kerasseg.export import read_sidecar
-    from tests.mediapipe_client import MEDIAPIPE_PYTHON, mediapipe_segment
-    from tflite.runtime import Segmenter
-
-    if not os.path.exists(MEDIAPIPE_PYTHON):
-        pytest.skip("the MediaPipe environment .venv-mediapipe is made by `make test`; run that target")
-    segmenter = Segmenter(path)
-    image = np.random.default_rng(6).integers(0, 256, size=(*segmenter.input_size, 3)).astype(np.uint8)
-    ((labels, mask),) = mediapipe_segment([path], image, tmp_path)
-    assert labels == (read_sidecar(path).class_names or [])  # this test model has no class names
-    agreement = mask == segmenter.predict(image)
-    # MediaPipe runs its own build of the TFLite kernels; as in the test above, this random-weight model's logits are
-    # mostly within a few output steps of a tie, where one rounding difference flips the argmax.
-    top2 = np.sort(segmenter.run(segmenter.preprocess(image)), axis=-1)[..., -2:]
-    step = read_sidecar(path).extra["export"]["output_quantization"][0]
-    decided = top2[..., 1] - top2[..., 0] > 4.5 * step
-    assert decided.sum() >= 50 and agreement[decided].mean() >= 0.995, (decided.sum(), agreement[decided].mean())
+    # MediaPipe on a QAT pixel file: tests/models/test_pretrained.py runs it on the shipped (trained) QAT files, whose
+    # margins make the comparison meaningful; this random-weight model's logits sit within a few steps of a tie.
 
 
 def _raw_outputs(path, inputs):
