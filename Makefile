@@ -13,6 +13,10 @@ export PYTHONUNBUFFERED := 1
 # Mesa's software Vulkan driver for LiteRT's GPU accelerator (.ci/install-vulkan-driver writes this ICD JSON).
 VK_ICD := $(abspath $(VENV))/share/vulkan/icd.d/lvp_icd.json
 export VK_ICD_FILENAMES ?= $(VK_ICD)
+# pytest-xdist workers, one test file each (module fixtures stay shared): much of the suite waits on single-threaded
+# conversions and on subprocesses (Vela, the GPU accelerator, MediaPipe), so two workers fill a 2-core machine.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-fast test-heavy install vulkan clean
 
@@ -42,13 +46,13 @@ demo: $(STAMP)
 	$(PY) tools/demo.py --output-dir runs/demo
 
 test: $(STAMP) $(MP_STAMP) vulkan
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP) vulkan
-	$(PY) -m pytest -m "not slow and not heavy"
+	$(PYTEST) -m "not slow and not heavy"
 
 test-heavy: $(STAMP) vulkan
-	$(PY) -m pytest -m heavy
+	$(PYTEST) -m heavy
 
 clean:
 	rm -rf $(MP_VENV) runs build *.egg-info .pytest_cache
