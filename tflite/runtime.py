@@ -47,9 +47,9 @@ except ImportError:  # run as a script: metadata.py sits beside this file (also 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from metadata import read_labels, read_record
 
-__all__ = ["Segmenter", "check_metadata", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear", "letterbox_box",
-           "default_host_threads",
-           "external_delegate", "parse_delegate_options", "ASPECTS", "main"]
+__all__ = ["Segmenter", "check_metadata", "overlay", "colorize", "default_palette", "load_image", "resize_bilinear",
+           "letterbox_box", "default_host_threads", "external_delegate", "parse_delegate_options", "litert_options",
+           "HARDWARE", "ASPECTS", "main"]
 
 _HEADS = ("logits", "probabilities", "labels")
 ASPECTS = ("stretch", "letterbox")

@@ -214,8 +214,9 @@ def _export(args) -> int:
         t = time.perf_counter()
         files["onnx"] = to_onnx(model, os.path.join(args.output_dir, f"{stem}.onnx"))
         print(f"exported onnx in {time.perf_counter() - t:.0f} s: {files['onnx']}")
-    manifest = {"model": name, "num_classes": model.kerasseg_metadata.num_classes, "weights": args.weights, "input_size": list(args.input_size),
-                "macs": count_macs(model), "files": {k: os.path.basename(v) for k, v in files.items()}}
+    manifest = {"model": name, "num_classes": model.kerasseg_metadata.num_classes, "weights": args.weights,
+                "input_size": list(args.input_size), "macs": count_macs(model),
+                "files": {k: os.path.basename(v) for k, v in files.items()}}
     print(f"wrote {write_json(os.path.join(args.output_dir, MANIFEST), manifest)}")
     return 0
 

@@ -163,7 +163,7 @@ def read_report(path: str) -> list:
 
 def merge(rows: list, row: dict) -> list:
     """``rows`` with ``row`` in place of the row of the same model, size and classes (or added), ordered by
-    architecture as the model table is (architectures it lacks last), rows of one architecture in the order they came."""
+    architecture as the model table is (architectures it lacks last), the rows of one architecture as they came."""
     keys = [_key(r) for r in rows]
     merged = [row if k == _key(row) else r for r, k in zip(rows, keys)]
     if _key(row) not in keys:

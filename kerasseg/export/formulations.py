@@ -14,9 +14,10 @@ whose standard TFLite lowering an accelerator refuses, into equivalent layers it
   ``LeakyReLU(negative_slope=0)`` is no way out: the converter turns it back into a fused ReLU where the activation
   feeds a residual addition (ERFNet). It keeps PRELU, which the GPU delegate and Vela both run.
 
-SegNet's unpooling needs no rewrite: `kerasseg.layers.MaxUnpooling2D` is built from operators every target runs (full-integer
-exports trace its integer switch arithmetic, see `kerasseg.layers.unpooling.integer_unpooling`). Its float graph is
-exact on the GPU at float16 too; SegNet's lower agreement there comes from float16 pre-pool maps, not the unpooling.
+SegNet's unpooling needs no rewrite: `kerasseg.layers.MaxUnpooling2D` is built from operators every target runs
+(full-integer exports trace its integer switch arithmetic, see `kerasseg.layers.unpooling.integer_unpooling`). Its
+float graph is exact on the GPU at float16 too; SegNet's lower agreement there comes from float16 pre-pool maps, not
+the unpooling.
 
 The rewrite is a copy (Keras' ``clone_model`` with the original weights) that `kerasseg.export.to_tflite` makes for
 every TFLite export; the model itself is left as it is.

@@ -14,10 +14,10 @@ is used.
 
 With ``run=True`` one input runs on the GPU and on LiteRT's CPU interpreter, and the report gives their argmax
 agreement and largest absolute difference. The GPU runs at full float precision (``GpuOptions(enforce_f32=True)``)
-unless ``enforce_f32=False`` asks for the accelerator's default, float16 storage and arithmetic: there SegNet's
-argmax agrees with the CPU on 59 % of pixels only, because its max-unpooling moves each value to the maximum of a
-pre-pool map that float16 computes differently, by design (``docs/edge_formulations.md``). The first run compiles shaders, which on the software driver takes
-15-80 s.
+unless ``enforce_f32=False`` asks for the accelerator's default, float16 storage and arithmetic: there a random-weight
+SegNet's argmax agrees with the CPU on 59 % of pixels only, because its max-unpooling moves each value to the
+maximum of a pre-pool map that float16 computes differently (``docs/edge_formulations.md``). The first run compiles
+shaders, which on the software driver takes 15-80 s.
 
 Example::
 
