@@ -216,15 +216,21 @@ def _first_argmax(scores: np.ndarray, out: np.ndarray, axis0: bool = False) -> n
     planes = scores if axis0 else np.moveaxis(scores, -1, 0)
     if not axis0 and scores.shape[-1] > 1:
         planes = np.ascontiguousarray(planes)
+    return _running_argmax(planes, out)
+
+
+def _running_argmax(planes, out: np.ndarray) -> np.ndarray:
+    """The first-maximum argmax of `_first_argmax` over class planes given one at a time, in class order (an array
+    of planes, or any iterable: the planes need not all be in memory at once), written into ``out``."""
     out[...] = 0
-    if len(planes) == 1:
-        return out
-    best = planes[0].copy()
-    better = np.empty(best.shape, bool)
-    chosen = np.empty(best.shape, out.dtype)
-    for c in range(1, len(planes)):
-        np.greater(planes[c], best, out=better)
-        np.maximum(best, planes[c], out=best)
+    best = better = chosen = None
+    for c, plane in enumerate(planes):
+        if best is None:
+            best = np.array(plane, copy=True)
+            better, chosen = np.empty(best.shape, bool), np.empty(best.shape, out.dtype)
+            continue
+        np.greater(plane, best, out=better)
+        np.maximum(best, plane, out=best)
         np.multiply(better, out.dtype.type(c), out=chosen)
         np.maximum(out, chosen, out=out)
     return out
@@ -1034,29 +1040,23 @@ class Segmenter:
     def _dense_pillow(self, raw: np.ndarray, size) -> np.ndarray:
         """Labels of the whole score map resized by Pillow's BILINEAR, one float channel at a time ("F" mode).
 
-        Pillow resizes ``host_threads`` channels at once (it releases the GIL); they are merged in class order, the
-        running maximum updated strictly (ties keep the first class), as in `_first_argmax`.
+        Pillow resizes ``host_threads`` channels at once (it releases the GIL); `_running_argmax` merges them in
+        class order (ties keep the first class).
         """
         height, width = size
-        best = np.full((height, width), -np.inf, np.float32)
-        labels = np.zeros((height, width), self._label_dtype)
-        better = np.empty((height, width), bool)
-        chosen = np.empty((height, width), self._label_dtype)
 
         def resized(c):
             channel = np.ascontiguousarray(self._dequantize(raw[..., c]))
             return np.asarray(Image.fromarray(channel).resize((width, height), Image.BILINEAR))
 
-        classes = raw.shape[-1]
-        for start in range(0, classes, self.host_threads):  # at most host_threads full-size channels in memory
-            group = self._bands.run(lambda a, b: [resized(start + i) for i in range(a, b)],
-                                    min(self.host_threads, classes - start), minimum=1)
-            for c, channel in enumerate((ch for band in group for ch in band), start):
-                np.greater(channel, best, out=better)
-                np.maximum(best, channel, out=best)
-                np.multiply(better, self._label_dtype(c), out=chosen)
-                np.maximum(labels, chosen, out=labels)
-        return labels
+        def channels():
+            classes = raw.shape[-1]
+            for start in range(0, classes, self.host_threads):  # at most host_threads full-size channels in memory
+                group = self._bands.run(lambda a, b: [resized(start + i) for i in range(a, b)],
+                                        min(self.host_threads, classes - start), minimum=1)
+                yield from (channel for band in group for channel in band)
+
+        return _running_argmax(channels(), np.empty((height, width), self._label_dtype))
 
     def _crop_padding(self, out: np.ndarray) -> np.ndarray:
         """The part of a letterboxed output that covers the frame (at the output's own resolution)."""

@@ -43,7 +43,16 @@ def test_bands_cover_the_range_once():
         assert all(a < b or n == 0 for a, b in pieces) and all(p[1] == q[0] for p, q in zip(pieces, pieces[1:]))
     assert bands.run(lambda a, b: (a, b), 90) == [(0, 30), (30, 60), (60, 90)]
     assert _Bands(1).run(lambda a, b: (a, b), 90) == [(0, 90)]
-    assert 1 <= default_host_threads() <= 4
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 2), (3, 3), (16, 4)])
+def test_default_host_threads_are_the_usable_cores_up_to_four(monkeypatch, cores, expected):
+    # The cores this process may run on (its affinity, e.g. a container's CPU set), not the machine's count.
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_host_threads() == expected
 
 
 @pytest.mark.parametrize("src, dst", [((1080 // 8, 1920 // 8), (61, 131)), ((37, 53), (90, 33)), ((9, 11), (40, 30))])
