@@ -7,14 +7,15 @@ import os
 import numpy as np
 
 
-def plain_conversion(model, path, *, int8: bool = False) -> str:
-    """Writes ``model`` converted by ``tf.lite.TFLiteConverter`` to ``path`` and returns the path.
+def plain_conversion(model, path=None, *, int8: bool = False, flex: bool = False):
+    """``model`` converted by ``tf.lite.TFLiteConverter``: written to ``path`` (returned), or its bytes.
 
     Args:
-        model: a Keras model with one static-shaped input.
-        path: the ``.tflite`` file to write.
+        model: a Keras model with one input (batch 1; other dimensions as the model has them, dynamic ones included).
+        path: the ``.tflite`` file to write; ``None`` returns the bytes.
         int8: full integer quantisation (int8 input and output, calibrated on four seeded normal inputs), what an
             Ethos-U NPU needs; else float32.
+        flex: allow TensorFlow (Flex) operators beside the builtin ones.
     """
     import tensorflow as tf
 
@@ -29,6 +30,11 @@ def plain_conversion(model, path, *, int8: bool = False) -> str:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+    if flex:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    data = converter.convert()
+    if path is None:
+        return data
     with open(path, "wb") as f:
-        f.write(converter.convert())
+        f.write(data)
     return os.fspath(path)

@@ -12,6 +12,7 @@ import tensorflow as tf
 import kerasseg
 from kerasseg.export import EdgeCompatibilityError, check, read_sidecar, to_tflite
 from kerasseg.export.tflite import convert_to_tflite
+from tests.plain_conversion import plain_conversion
 
 H, W = 32, 64
 
@@ -122,8 +123,6 @@ def test_cast_the_delegate_lacks_fails_the_gpu():
 
 
 def test_fused_activation_in_transposed_conv_fails_the_gpu(tmp_path):
-    from tests.plain_conversion import plain_conversion
-
     inputs = keras.Input((8, 8, 4))
     # With batch norm and ReLU after it, TensorFlow's converter fuses the activation into TRANSPOSE_CONV.
     up = keras.layers.ReLU()(keras.layers.BatchNormalization()(
@@ -145,15 +144,7 @@ def test_flex_operators_fail_every_target(tmp_path):
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, StringLength()(keras.layers.Conv2D(2, 1)(inputs)))
 
-    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)])
-    def serve(x):
-        return model(x, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
-    converter.experimental_lower_to_saved_model = False
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    path = tmp_path / "flex.tflite"
-    path.write_bytes(converter.convert())
+    path = plain_conversion(model, tmp_path / "flex.tflite", flex=True)
     for target in ("cpu", "gpu", "npu"):
         report = check(path, target, toolchain=False)
         assert "builtin" in _rules(report)
@@ -166,13 +157,7 @@ def test_dynamic_shapes_fail_the_static_rule():
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(inputs))
 
-    @tf.function(input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)])
-    def serve(x):
-        return model(x, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
-    converter.experimental_lower_to_saved_model = False
-    report = check(converter.convert(), "cpu")
+    report = check(plain_conversion(model), "cpu")
     assert not report.ok and _rules(report) == {"static"}
     assert report.dynamic_tensors and all("dynamic shape" in f.message for f in report.failures)
 
@@ -206,8 +191,6 @@ def test_unsupported_operator_fails_the_gpu():
 
 
 def _int8(model, tmp_path, name):
-    from tests.plain_conversion import plain_conversion
-
     return plain_conversion(model, tmp_path / f"{name}.tflite", int8=True)
 
 

@@ -24,6 +24,7 @@ from kerasseg.export import (
     to_tflite,
 )
 from kerasseg.preprocessing import ModelMetadata, normalize_np
+from tests.plain_conversion import plain_conversion
 
 H, W = 32, 64
 NUM_CLASSES = 3
@@ -260,14 +261,7 @@ def test_non_builtin_operators_are_refused(tmp_path):
     assert os.listdir(tmp_path) == []
 
     # The detector itself, on a model converted with the Flex delegate allowed.
-    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)])
-    def serve(x):
-        return model(x, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
-    converter.experimental_lower_to_saved_model = False
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    flex = converter.convert()
+    flex = plain_conversion(model, flex=True)
     assert custom_ops(flex) == ["FlexAsString", "FlexStringLength"]
     assert tflite_ops(flex)["FlexAsString"] == 1
 

@@ -12,6 +12,7 @@ from kerasseg.layers import BilinearUpsamplingInitializer, MaxUnpooling2D
 from kerasseg.layers.bilinear import bilinear_kernel
 from kerasseg.models.unet import unet_valid_output_size
 from tests.model_cases import free_keras_memory  # noqa: F401 (autouse fixture)
+from tests.plain_conversion import plain_conversion
 
 # Small FCNs narrow fc6 / fc7: same graph, a fraction of the 134M parameters.
 SMALL = {
@@ -256,18 +257,6 @@ def test_tf_keras_builds_the_same_model(name):
 
 # --- TFLite -------------------------------------------------------------------------------------------------
 
-def _convert_fp32(model):
-    shape = (1,) + tuple(model.inputs[0].shape[1:])
-
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)], autograph=False)
-    def serve(x):
-        return model(x, training=False)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
-    # Freeze the Keras 3 variables into constants instead of keeping them as resource variables.
-    converter.experimental_lower_to_saved_model = False
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
 
 
 def _run_tflite(content, x):
@@ -293,7 +282,7 @@ def test_fp32_tflite_uses_builtin_ops_only(name, required):
     keras.utils.set_random_seed(3)
     model = kerasseg.build_model(name, **SMALL[name])
     x = _images(SMALL[name]["input_shape"], seed=3)
-    ops, out = _run_tflite(_convert_fp32(model), x)
+    ops, out = _run_tflite(plain_conversion(model), x)
     assert required <= ops, ops
     assert not {op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "VAR_HANDLE", "READ_VARIABLE")}, ops
     ref = model.predict(x, verbose=0)
