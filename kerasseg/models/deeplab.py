@@ -110,12 +110,13 @@ def _validate(num_classes, input_shape, backbone, output_stride, separable, mult
     return input_shape, output_stride, multi_grid, check_backbone_weights(backbone_weights)
 
 
-def _encoder(inputs, backbone, output_stride, multi_grid, separable, keras):
+def _encoder(inputs, backbone, output_stride, multi_grid, separable, filters, keras):
     # Backbone + ASPP with rates scaled to the output stride; returns (backbone endpoints, ASPP output).
     features = build_backbone(backbone, inputs, output_stride=output_stride, multi_grid=multi_grid,
                               keras_module=keras)
     rates = tuple(r * 16 // output_stride for r in ASPP_RATES)
-    return features, aspp(features["stride32"], rates, name="aspp", separable=separable, keras_module=keras)
+    return features, aspp(features["stride32"], rates, filters, name="aspp", separable=separable,
+                          keras_module=keras)
 
 
 def _classify(x, num_classes, size, keras):
@@ -125,22 +126,25 @@ def _classify(x, num_classes, size, keras):
 
 
 def _deeplab(num_classes, input_shape, backbone, backbone_weights, output_stride, separable, multi_grid, name,
-             keras_module, *, decoder: bool, normalization: str):
+             keras_module, *, decoder: bool, normalization: str, aspp_filters: int = ASPP_FILTERS,
+             decoder_filters: int = DECODER_FILTERS):
     # Both builders: encoder with ASPP, the v3+ decoder when asked for, classifier, backbone weights.
     input_shape, output_stride, multi_grid, backbone_weights = _validate(
         num_classes, input_shape, backbone, output_stride, separable, multi_grid, backbone_weights,
         IMAGENET_BACKBONES)
+    check_positive_int(aspp_filters, "aspp_filters")
+    check_positive_int(decoder_filters, "decoder_filters")
     keras = resolve_keras(keras_module)
 
     inputs = keras.Input(shape=input_shape, name="image")
-    features, x = _encoder(inputs, backbone, output_stride, multi_grid, separable, keras)
+    features, x = _encoder(inputs, backbone, output_stride, multi_grid, separable, aspp_filters, keras)
     if decoder:
         low = conv_bn_act(features["stride4"], DECODER_LOW_LEVEL_FILTERS, 1, name="decoder_low_level",
                           keras_module=keras)
         x = upsample_bilinear(x, low.shape[1:3], name="decoder_upsample", keras_module=keras)
         x = keras.layers.Concatenate(name="decoder_concat")([x, low])
         for i in (1, 2):
-            x = _conv(x, DECODER_FILTERS, 3, separable=separable, name=f"decoder_conv{i}", keras_module=keras)
+            x = _conv(x, decoder_filters, 3, separable=separable, name=f"decoder_conv{i}", keras_module=keras)
     model = keras.Model(inputs, _classify(x, num_classes, input_shape[:2], keras), name=name)
     if backbone_weights is not None:
         model.backbone_weights_report = load_backbone_weights(model, backbone, backbone_weights,
@@ -183,6 +187,7 @@ def deeplabv3(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str = "
 @register_model("deeplabv3plus", paper="Chen et al., ECCV 2018 (DeepLab v3+)", normalization="symmetric")
 def deeplabv3plus(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str = "mobilenetv2",
                   backbone_weights=None, output_stride: int = 16, separable: bool = True, multi_grid=None,
+                  aspp_filters: int = ASPP_FILTERS, decoder_filters: int = DECODER_FILTERS,
                   name: str = "deeplabv3plus", keras_module=None):
     """Builds DeepLab v3+ (encoder-decoder), by default the mobile variant on MobileNetV2.
 
@@ -203,6 +208,10 @@ def deeplabv3plus(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str
         separable: depthwise-separable 3×3 convolutions in ASPP and decoder (the paper's "atrous separable
             convolution"; default) or full ones.
         multi_grid: ResNet conv5 unit rates (``None`` means ``(1, 2, 4)``); must be ``None`` for MobileNetV2.
+        aspp_filters: channels of each ASPP branch and of its projection (256 in the paper).
+        decoder_filters: channels of the decoder's two 3×3 convolutions (256 in the paper). On a mobile backbone
+            the paper's widths weigh: 0.91 M of EfficientNet-Lite0 DeepLab v3+'s 3.91 M parameters (11 classes) are
+            ASPP and decoder; at 128 and 128 they are 0.35 M.
         name: model name.
         keras_module: Keras module to build with (``keras`` by default, ``tf_keras`` for quantization-aware
             training).
@@ -213,4 +222,5 @@ def deeplabv3plus(num_classes: int, input_shape=(512, 1024, 3), *, backbone: str
         MobileNetV2; ``conv2_block3_out``, 256 channels, for ResNet).
     """
     return _deeplab(num_classes, input_shape, backbone, backbone_weights, output_stride, separable, multi_grid, name,
-                    keras_module, decoder=True, normalization="symmetric")
+                    keras_module, decoder=True, normalization="symmetric", aspp_filters=aspp_filters,
+                    decoder_filters=decoder_filters)

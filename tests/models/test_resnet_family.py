@@ -55,6 +55,17 @@ def test_deeplabv3plus_mobilenetv2_parameter_count():
     assert _count(model) == 1_811_712 + 750_912 + 1_248 + 81_680 + 68_864 + 4_883 == 2_719_299
 
 
+def test_deeplabv3plus_head_widths():
+    # 128-channel ASPP: 1×1 41,216 + 3 × (2,880 + 640 + 40,960 + 256) + pooling 41,216 + projection 5 × 128 × 128
+    # + 256 = 298,816. 64-channel decoder: 1×1 24→48 1,248, separable 176→64 13,328 and 64→64 4,928, classifier
+    # 64×19+19 = 1,235.
+    model = kerasseg.build_model("deeplabv3plus", num_classes=19, input_shape=(64, 64, 3), aspp_filters=128,
+                                 decoder_filters=64)
+    assert _count(model) == 1_811_712 + 298_816 + 1_248 + 13_328 + 4_928 + 1_235 == 2_131_267
+    assert model.get_layer("decoder_concat").output.shape[-1] == 128 + 48
+    assert model.get_layer("classifier").input.shape[-1] == 64
+
+
 def test_no_bias_before_batch_norm_only_classifiers_have_one():
     for name, kwargs in [("pspnet", {"aux": True}), ("deeplabv3plus", {}), ("deeplabv3", {"separable": True})]:
         model = kerasseg.build_model(name, num_classes=3, input_shape=(48, 48, 3) if name == "pspnet" else
@@ -116,6 +127,10 @@ def test_deeplab_structure_and_outputs():
      r"Expected multi_grid=None with backbone 'mobilenetv2'.*Received: multi_grid=\(1, 2, 4\)"),
     ("deeplabv3plus", {"input_shape": (64, 64, 3), "backbone": "resnet50", "multi_grid": (1, 2)},
      r"Expected multi_grid to be 3 positive integers.*Received: multi_grid=\(1, 2\)"),
+    ("deeplabv3plus", {"input_shape": (64, 64, 3), "aspp_filters": 0},
+     r"Expected aspp_filters to be a positive integer.*Received: aspp_filters=0"),
+    ("deeplabv3plus", {"input_shape": (64, 64, 3), "decoder_filters": 1.5},
+     r"Expected decoder_filters to be a positive integer.*Received: decoder_filters=1.5"),
     ("deeplabv3plus", {"input_shape": (64, 64, 3), "backbone_weights": "missing.weights.h5"},
      r"Expected backbone_weights to be None, 'imagenet' or the path.*Received: backbone_weights='missing"),
 ])
