@@ -20,7 +20,9 @@ float graph is exact on the GPU at float16 too; SegNet's lower agreement there c
 the unpooling.
 
 The rewrite is a copy (Keras' ``clone_model`` with the original weights) that `kerasseg.export.to_tflite` makes for
-every TFLite export; the model itself is left as it is.
+every TFLite export; the model itself is left as it is. Quantization-aware training (`kerasseg.qat.quantize_aware`)
+rewrites its ``tf_keras`` twin the same way before the fine-tune, so QAT files are formulated too and their ranges
+are learnt on the operators they run.
 """
 
 from __future__ import annotations
@@ -31,33 +33,45 @@ __all__ = ["edge_formulation", "formulation_plan"]
 def _producer(layer):
     """The layer whose output ``layer`` takes, when it has a single input and is called once; else ``None``."""
     nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+    if len(nodes) != 1:
         return None
-    return nodes[0].input_tensors[0]._keras_history.operation
+    inputs = nodes[0].input_tensors
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    if len(inputs) != 1:
+        return None
+    history = inputs[0]._keras_history
+    # Keras 3 records the operation, tf_keras the layer.
+    return getattr(history, "operation", None) or getattr(history, "layer", None)
 
 
-def _integer_factors(layer):
+def _input_size(layer):
+    """The static ``(height, width)`` of ``layer``'s single input, else ``None``."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1:
+        return None
+    inputs = nodes[0].input_tensors
+    tensor = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    return tuple(tensor.shape[1:3])
+
+
+def _integer_factors(layer, keras):
     """``(factor_h, factor_w)`` of a bilinear up-sampling layer by integer factors, else ``None``."""
-    import keras
-
     if isinstance(layer, keras.layers.UpSampling2D):
         if layer.interpolation != "bilinear" or layer.data_format != "channels_last":
             return None
         return tuple(int(f) for f in layer.size)
     if isinstance(layer, keras.layers.Resizing):
         if (layer.interpolation != "bilinear" or getattr(layer, "crop_to_aspect_ratio", False)
-                or getattr(layer, "pad_to_aspect_ratio", False) or len(layer._inbound_nodes) != 1):
+                or getattr(layer, "pad_to_aspect_ratio", False)):
             return None
-        (h, w) = layer._inbound_nodes[0].input_tensors[0].shape[1:3]
-        if not h or not w or layer.height % h or layer.width % w:
+        size = _input_size(layer)
+        if size is None or not all(size) or layer.height % size[0] or layer.width % size[1]:
             return None
-        return layer.height // h, layer.width // w
+        return layer.height // size[0], layer.width // size[1]
     return None
 
 
-def _is_plain_relu(layer) -> bool:
-    import keras
-
+def _is_plain_relu(layer, keras) -> bool:
     if isinstance(layer, keras.layers.ReLU):
         return layer.max_value is None and not layer.negative_slope and not layer.threshold
     if isinstance(layer, keras.layers.Activation):
@@ -65,55 +79,64 @@ def _is_plain_relu(layer) -> bool:
     return False
 
 
-def _follows_transposed_conv(layer) -> bool:
-    import keras
-
+def _follows_transposed_conv(layer, keras) -> bool:
     producer = _producer(layer)
     if isinstance(producer, keras.layers.BatchNormalization):
         producer = _producer(producer)
     return isinstance(producer, keras.layers.Conv2DTranspose) and producer.activation.__name__ == "linear"
 
 
-def formulation_plan(model) -> dict[str, str]:
-    """What `edge_formulation` rewrites in ``model``: ``{layer name: description of the replacement}``."""
+def formulation_plan(model, keras_module=None) -> dict[str, str]:
+    """What `edge_formulation` rewrites in ``model``: ``{layer name: description of the replacement}``.
+
+    Args:
+        model: a functional model.
+        keras_module: the Keras module ``model`` is built with (``keras``, the default, or ``tf_keras``).
+    """
+    from kerasseg.layers.blocks import resolve_keras
+
+    keras = resolve_keras(keras_module)
     plan = {}
     for layer in model.layers:
-        factors = _integer_factors(layer)
+        factors = _integer_factors(layer, keras)
         if factors is not None and factors != (2, 2) and factors != (1, 1):
             plan[layer.name] = f"PooledBilinearUpsampling2D(size={factors})"
-        elif _is_plain_relu(layer) and _follows_transposed_conv(layer):
+        elif _is_plain_relu(layer, keras) and _follows_transposed_conv(layer, keras):
             plan[layer.name] = "PReLU(alpha=0)"
     return plan
 
 
-def _replacement(layer, description: str):
-    import keras
-
-    from kerasseg.layers.edge_ops import PooledBilinearUpsampling2D
+def _replacement(layer, description: str, keras):
+    from kerasseg.layers.edge_ops import pooled_bilinear_class
 
     if description.startswith("PooledBilinear"):
-        return PooledBilinearUpsampling2D(_integer_factors(layer), name=layer.name, dtype=layer.dtype_policy)
+        return pooled_bilinear_class(keras)(_integer_factors(layer, keras), name=layer.name,
+                                            dtype=layer.dtype_policy)
     # One slope per channel, as TFLite's PRELU broadcasts it; zero slopes make it exactly a ReLU.
     return keras.layers.PReLU(alpha_initializer="zeros", shared_axes=[1, 2], name=layer.name,
                               dtype=layer.dtype_policy)
 
 
-def edge_formulation(model):
+def edge_formulation(model, keras_module=None):
     """``model`` with the export formulations of this module (see the module docstring).
 
     Args:
-        model: a functional Keras model.
+        model: a functional model.
+        keras_module: the Keras module ``model`` is built with: ``keras`` (default) or ``tf_keras``, whose
+            quantization-aware models `kerasseg.qat.quantize_aware` formulates before they are trained.
 
     Returns:
         ``model`` itself when nothing needs rewriting, else a new functional model with copies of ``model``'s other
         layers and weights (and its ``kerasseg_metadata``) that computes the same function.
     """
-    import keras
+    from kerasseg.layers.blocks import resolve_keras
 
-    plan = formulation_plan(model)
+    keras = resolve_keras(keras_module)
+    plan = formulation_plan(model, keras)
     if not plan:
         return model
-    replacements = {name: _replacement(model.get_layer(name), description) for name, description in plan.items()}
+    replacements = {name: _replacement(model.get_layer(name), description, keras)
+                    for name, description in plan.items()}
 
     def clone(layer):
         # Fresh copies rather than the shared layers: calling a layer again adds an inbound node to it, which would

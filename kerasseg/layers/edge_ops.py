@@ -28,8 +28,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasseg.layers._twin import twin_class
+
 __all__ = ["window_cells", "interleave_cells", "nearest_upsample", "bilinear_upsample", "nearest_steps",
-           "PooledBilinearUpsampling2D"]
+           "PooledBilinearUpsampling2D", "pooled_bilinear_class"]
 
 
 def _static_shape(x, arg: str) -> tuple[int, int, int]:
@@ -159,17 +161,8 @@ def bilinear_upsample(x, factor_h: int, factor_w: int):
     return x
 
 
-@keras.saving.register_keras_serializable(package="kerasseg")
-class PooledBilinearUpsampling2D(keras.layers.Layer):
-    """Bilinear up-sampling by integer factors, computed as `bilinear_upsample` (nearest-neighbour + box filters).
-
-    Equals ``keras.layers.UpSampling2D(size, interpolation="bilinear")`` (half-pixel centres) to float rounding;
-    `kerasseg.export.edge_formulation` swaps it in for export only, since Keras' layer converts to a RESIZE_BILINEAR
-    that Vela runs on Ethos-U55 / U65 only for ×2 and on Ethos-U85 only for powers of two. It has no weights.
-
-    Args:
-        size: ``(factor_h, factor_w)``, positive integers.
-    """
+class _PooledBilinearMixin:
+    # The behaviour of PooledBilinearUpsampling2D, shared with its tf_keras twin (quantization-aware exports).
 
     def __init__(self, size=(2, 2), **kwargs):
         super().__init__(**kwargs)
@@ -192,3 +185,21 @@ class PooledBilinearUpsampling2D(keras.layers.Layer):
         config = super().get_config()
         config.update({"size": list(self.size)})
         return config
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class PooledBilinearUpsampling2D(_PooledBilinearMixin, keras.layers.Layer):
+    """Bilinear up-sampling by integer factors, computed as `bilinear_upsample` (nearest-neighbour + box filters).
+
+    Equals ``keras.layers.UpSampling2D(size, interpolation="bilinear")`` (half-pixel centres) to float rounding;
+    `kerasseg.export.edge_formulation` swaps it in for export only, since Keras' layer converts to a RESIZE_BILINEAR
+    that Vela runs on Ethos-U55 / U65 only for ×2 and on Ethos-U85 only for powers of two. It has no weights.
+
+    Args:
+        size: ``(factor_h, factor_w)``, positive integers.
+    """
+
+
+def pooled_bilinear_class(keras_module=None) -> type:
+    """`PooledBilinearUpsampling2D` for the given Keras module (``keras`` or ``tf_keras``)."""
+    return twin_class(PooledBilinearUpsampling2D, keras_module, "layers.Layer")

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from kerasseg.export.formulations import edge_formulation
 from kerasseg.qat.twin import (fold_transposed_batchnorm, import_tf_keras, import_tfmot, inbound_layers,
                                is_tf_keras_model, layer_nodes, rebuild_tf_keras, restore_input_order)
 
@@ -116,7 +117,7 @@ def quantize_aware(model, *, model_name: str | None = None, builder_kwargs: dict
     """A ``tf_keras`` quantization-aware copy of a trained Keras 3 kerasseg model, ready for ``compile`` / ``fit``.
 
     Steps: `rebuild_tf_keras` (same builder, weights copied, outputs checked), `fold_transposed_batchnorm`,
-    `annotate` (default 8-bit scheme, output quantisation for the layers it rejects), ``quantize_apply``. The
+    `kerasseg.export.edge_formulation` (the operators edge compilers accept, as for every TFLite export), `annotate` (default 8-bit scheme, output quantisation for the layers it rejects), ``quantize_apply``. The
     returned model carries ``kerasseg_metadata`` (a copy of the trained model's) and ``qat_scope`` (the custom
     objects needed to reload it with ``tf_keras``).
 
@@ -151,7 +152,9 @@ def quantize_aware(model, *, model_name: str | None = None, builder_kwargs: dict
     if not isinstance(freeze_batch_norm, bool):
         raise ValueError(f"Expected freeze_batch_norm to be True or False. "
                          f"Received: freeze_batch_norm={freeze_batch_norm!r}")
-    folded = fold_transposed_batchnorm(twin)
+    # The export formulations (kerasseg.export.formulations), applied before the fine-tune so that the ranges are
+    # learnt on the operators the file runs.
+    folded = fold_transposed_batchnorm(edge_formulation(twin, import_tf_keras()))
     if freeze_batch_norm:
         for layer in folded.layers:
             if type(layer).__name__ == "BatchNormalization":

@@ -311,8 +311,53 @@ def test_qat_erfnet_int8_fast(tmp_path):
     scale = lite.std() + 1e-6
     assert np.mean(np.abs(lite - ref)) < 0.2 * scale + 0.05
     _pixel_file_takes_frames_like_the_normalised_file(model, qat_model, path, tmp_path)
+    # The up-samplers' ReLUs are zero-slope PRELUs: a ReLU fused into TRANSPOSE_CONV makes it version 4, which
+    # LiteRT's GPU accelerator refuses.
+    assert ops.get("PRELU") == 2, ops
+    _passes_the_real_toolchains(path)
     # MediaPipe on a QAT pixel file: tests/models/test_pretrained.py runs it on the shipped (trained) QAT files, whose
     # margins make the comparison meaningful; this random-weight model's logits sit within a few steps of a tie.
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("erfnet", {"input_shape": (32, 32, 3)}),
+    ("deeplabv3plus", {"input_shape": (64, 64, 3)}),
+    ("lraspp", {"input_shape": (64, 64, 3)}),
+])
+def test_twin_takes_the_export_formulations(name, kwargs):
+    # The tf_keras twin is planned like the Keras 3 model and, rewritten, still computes the same function, so the
+    # QAT file runs the operators every post-training export runs.
+    from kerasseg.export.formulations import edge_formulation, formulation_plan
+    from kerasseg.qat.twin import import_tf_keras, rebuild_tf_keras
+
+    tf_keras = import_tf_keras()
+    model = kerasseg.build_model(name, 3, **kwargs)
+    x, _ = _batch(model, n=1)
+    twin = rebuild_tf_keras(model, check_batch=x)
+    plan = formulation_plan(twin, tf_keras)
+    assert plan and plan == formulation_plan(model)
+    rewritten = edge_formulation(twin, tf_keras)
+    assert rewritten is not twin and formulation_plan(rewritten, tf_keras) == {}
+    np.testing.assert_allclose(rewritten(x).numpy(), twin(x).numpy(), atol=1e-4)
+
+
+def _passes_the_real_toolchains(path):
+    # LiteRT's GPU accelerator compiles the file GPU-only and Vela leaves no operator on the Ethos-U55's CPU.
+    from kerasseg.export import check
+    from tests.edge_checks import gpu_check
+
+    gpu = gpu_check(path)
+    assert gpu.ok, gpu.summary()
+    u55 = check(path, "ethos-u55-128")
+    assert u55.ok and u55.vela.cpu_ops == [], u55.summary()
+
+
+def test_qat_deeplabv3plus_passes_the_real_toolchains(tmp_path):
+    # Its ×4 RESIZE_BILINEAR (decoder and logits) stayed on the Ethos-U55 / U65 CPU before the twin took the export
+    # formulations.
+    _, _, path, ops = _qat_int8("deeplabv3plus", tmp_path)
+    assert ops.get("RESIZE_NEAREST_NEIGHBOR"), ops
+    _passes_the_real_toolchains(path)
 
 
 def _raw_outputs(path, inputs):
