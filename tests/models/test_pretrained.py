@@ -171,3 +171,18 @@ def test_mediapipe_runs_the_shipped_int8_file_like_the_device_runtime(name, tmp_
     assert labels == list(camvid.CLASS_NAMES)
     agreement = float(np.mean(mask == seg.predict(frame)))
     assert agreement >= 0.995, agreement
+
+
+@pytest.mark.parametrize("name", kerasseg.list_pretrained())
+def test_shipped_int8_file_compiles_on_the_gpu_and_every_ethos_u(name):
+    """The real toolchains on each shipped file as it is: LiteRT's GPU accelerator compiles it GPU-only and Vela
+    leaves no operator on the CPU of Ethos-U55, U65 or U85."""
+    from kerasseg.export import check
+    from tests.edge_checks import gpu_check
+
+    path = kerasseg.pretrained_files(name)["tflite_int8"]
+    gpu = gpu_check(path)
+    assert gpu.ok, gpu.summary()
+    for target in ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256"):
+        report = check(path, target)
+        assert report.ok and report.vela.cpu_ops == [], (target, report.summary())
