@@ -116,10 +116,11 @@ def quantize_aware(model, *, model_name: str | None = None, builder_kwargs: dict
                    num_calibration_samples: int = 20):
     """A ``tf_keras`` quantization-aware copy of a trained Keras 3 kerasseg model, ready for ``compile`` / ``fit``.
 
-    Steps: `rebuild_tf_keras` (same builder, weights copied, outputs checked), `fold_transposed_batchnorm`,
-    `kerasseg.export.edge_formulation` (the operators edge compilers accept, as for every TFLite export), `annotate` (default 8-bit scheme, output quantisation for the layers it rejects), ``quantize_apply``. The
-    returned model carries ``kerasseg_metadata`` (a copy of the trained model's) and ``qat_scope`` (the custom
-    objects needed to reload it with ``tf_keras``).
+    Steps: `rebuild_tf_keras` (same builder, weights copied, outputs checked), `kerasseg.export.edge_formulation`
+    (the operators edge compilers accept, as for every TFLite export), `fold_transposed_batchnorm`, `annotate`
+    (default 8-bit scheme, output quantisation for the layers it rejects), ``quantize_apply``. The returned model
+    carries ``kerasseg_metadata`` (a copy of the trained model's) and ``qat_scope`` (the custom objects needed to
+    reload it with ``tf_keras``).
 
     Args:
         model: a Keras 3 model built by `kerasseg.build_model` (or any registry builder, with ``model_name`` and

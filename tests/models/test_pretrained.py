@@ -18,7 +18,8 @@ def test_lookup_and_errors():
     assert kerasseg.list_pretrained("erfnet*") == ["erfnet_camvid"]
     assert kerasseg.list_pretrained("nothing*") == []
     with pytest.raises(ValueError, match=r"Unknown pretrained model\. Expected one of \['deeplabv3plus_lite0_camvid', "
-                                         r"'erfnet_camvid', 'lraspp_lite0_camvid'\]\. Received: name='erfnet_cityscapes'"):
+                                         r"'erfnet_camvid', 'lraspp_lite0_camvid'\]\. "
+                                         r"Received: name='erfnet_cityscapes'"):
         kerasseg.pretrained("erfnet_cityscapes")
 
 
