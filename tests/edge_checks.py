@@ -1,4 +1,4 @@
-"""The GPU target's checks for tests: a skip, saying why, only where no Vulkan adapter can be created."""
+"""The real toolchains' checks for tests; the GPU target skips, saying why, only where no Vulkan adapter exists."""
 
 import pytest
 
@@ -22,3 +22,13 @@ def gpu_run(model, **kwargs):
         return gpu_compile(model, run=True, **kwargs)
     except GpuUnavailableError as e:
         pytest.skip(_SKIP.format(e))
+
+
+def assert_deploys(path, npus=("ethos-u55-128",)):
+    """The real toolchains on ``path``: LiteRT's GPU accelerator compiles it GPU-only, and Vela leaves no operator on
+    the CPU of each Ethos-U configuration in ``npus``."""
+    gpu = gpu_check(path)
+    assert gpu.ok, gpu.summary()
+    for target in npus:
+        report = check(path, target)
+        assert report.ok and report.vela.cpu_ops == [], (target, report.summary())

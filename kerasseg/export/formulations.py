@@ -30,28 +30,25 @@ from __future__ import annotations
 __all__ = ["edge_formulation", "formulation_plan"]
 
 
+def _single_input(layer):
+    """The one input tensor of ``layer``, when it has a single input and is called once; else ``None``."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1:
+        return None
+    inputs = nodes[0].input_tensors
+    # tf_keras gives a single input as the tensor itself, Keras 3 as a one-element list.
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return inputs[0] if len(inputs) == 1 else None
+
+
 def _producer(layer):
     """The layer whose output ``layer`` takes, when it has a single input and is called once; else ``None``."""
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1:
+    tensor = _single_input(layer)
+    if tensor is None:
         return None
-    inputs = nodes[0].input_tensors
-    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    if len(inputs) != 1:
-        return None
-    history = inputs[0]._keras_history
+    history = tensor._keras_history
     # Keras 3 records the operation, tf_keras the layer.
     return getattr(history, "operation", None) or getattr(history, "layer", None)
-
-
-def _input_size(layer):
-    """The static ``(height, width)`` of ``layer``'s single input, else ``None``."""
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1:
-        return None
-    inputs = nodes[0].input_tensors
-    tensor = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-    return tuple(tensor.shape[1:3])
 
 
 def _integer_factors(layer, keras):
@@ -64,7 +61,8 @@ def _integer_factors(layer, keras):
         if (layer.interpolation != "bilinear" or getattr(layer, "crop_to_aspect_ratio", False)
                 or getattr(layer, "pad_to_aspect_ratio", False)):
             return None
-        size = _input_size(layer)
+        tensor = _single_input(layer)
+        size = None if tensor is None else tuple(tensor.shape[1:3])
         if size is None or not all(size) or layer.height % size[0] or layer.width % size[1]:
             return None
         return layer.height // size[0], layer.width // size[1]

@@ -8,6 +8,7 @@ import pytest
 import kerasseg
 from kerasseg.data import camvid
 
+from tests.edge_checks import assert_deploys
 from tests.mediapipe_client import mediapipe_segment, needs_mediapipe
 from tests.paths import ROOT  # noqa: E402
 CAMVID = os.path.join(ROOT, "..", "shared", "camvid")
@@ -178,12 +179,4 @@ def test_mediapipe_runs_the_shipped_int8_file_like_the_device_runtime(name, tmp_
 def test_shipped_int8_file_compiles_on_the_gpu_and_every_ethos_u(name):
     """The real toolchains on each shipped file as it is: LiteRT's GPU accelerator compiles it GPU-only and Vela
     leaves no operator on the CPU of Ethos-U55, U65 or U85."""
-    from kerasseg.export import check
-    from tests.edge_checks import gpu_check
-
-    path = kerasseg.pretrained_files(name)["tflite_int8"]
-    gpu = gpu_check(path)
-    assert gpu.ok, gpu.summary()
-    for target in ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256"):
-        report = check(path, target)
-        assert report.ok and report.vela.cpu_ops == [], (target, report.summary())
+    assert_deploys(kerasseg.pretrained_files(name)["tflite_int8"], ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256"))

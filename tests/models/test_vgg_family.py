@@ -257,8 +257,6 @@ def test_tf_keras_builds_the_same_model(name):
 
 # --- TFLite -------------------------------------------------------------------------------------------------
 
-
-
 def _run_tflite(content, x):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

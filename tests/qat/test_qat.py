@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import kerasseg
+from tests.edge_checks import assert_deploys
 from tests.model_cases import CASES
 
 from tests.paths import ROOT  # noqa: E402
@@ -314,7 +315,7 @@ def test_qat_erfnet_int8_fast(tmp_path):
     # The up-samplers' ReLUs are zero-slope PRELUs: a ReLU fused into TRANSPOSE_CONV makes it version 4, which
     # LiteRT's GPU accelerator refuses.
     assert ops.get("PRELU") == 2, ops
-    _passes_the_real_toolchains(path)
+    assert_deploys(path)
     # MediaPipe on a QAT pixel file: tests/models/test_pretrained.py runs it on the shipped (trained) QAT files, whose
     # margins make the comparison meaningful; this random-weight model's logits sit within a few steps of a tie.
 
@@ -341,23 +342,12 @@ def test_twin_takes_the_export_formulations(name, kwargs):
     np.testing.assert_allclose(rewritten(x).numpy(), twin(x).numpy(), atol=1e-4)
 
 
-def _passes_the_real_toolchains(path):
-    # LiteRT's GPU accelerator compiles the file GPU-only and Vela leaves no operator on the Ethos-U55's CPU.
-    from kerasseg.export import check
-    from tests.edge_checks import gpu_check
-
-    gpu = gpu_check(path)
-    assert gpu.ok, gpu.summary()
-    u55 = check(path, "ethos-u55-128")
-    assert u55.ok and u55.vela.cpu_ops == [], u55.summary()
-
-
 def test_qat_deeplabv3plus_passes_the_real_toolchains(tmp_path):
     # Its ×4 RESIZE_BILINEAR (decoder and logits) stayed on the Ethos-U55 / U65 CPU before the twin took the export
     # formulations.
     _, _, path, ops = _qat_int8("deeplabv3plus", tmp_path)
     assert ops.get("RESIZE_NEAREST_NEIGHBOR"), ops
-    _passes_the_real_toolchains(path)
+    assert_deploys(path)
 
 
 def _raw_outputs(path, inputs):
